@@ -1,0 +1,4 @@
+namespace RootDtd.Evaluation;
+
+/// <summary>Placeholder until the first real type lands.</summary>
+public static class Placeholder { }

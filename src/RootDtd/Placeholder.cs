@@ -1,0 +1,4 @@
+namespace RootDtd;
+
+/// <summary>Placeholder.</summary>
+public static class Placeholder { }

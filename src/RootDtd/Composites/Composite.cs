@@ -1,0 +1,157 @@
+using RootDtd.Graph;
+using RootDtd.Rules;
+
+namespace RootDtd.Composites;
+
+/// <summary>What the backward walk starts from.</summary>
+public enum StartRelevance
+{
+    /// <summary><c>onehot(target) ⊙ logits</c>: the explained logit (LRP/DTD convention).</summary>
+    TargetLogit,
+
+    /// <summary><c>onehot(target)</c>: 1 at the target (plain gradients).</summary>
+    OneHot,
+}
+
+/// <summary>A unit as composites see it when they assign rules.</summary>
+/// <param name="Node">The unit's graph node (name, module, merged BatchNorms).</param>
+/// <param name="Index">Position among the graph's units in forward order (0 = first).</param>
+/// <param name="Count">Number of units in the graph.</param>
+/// <param name="IsDense">True for dense (Linear) units, false for convolutions.</param>
+/// <param name="ConvolutionIndex">Position among the convolution units (−1 for dense units).</param>
+/// <param name="ConvolutionCount">Number of convolution units in the graph.</param>
+public sealed record UnitInfo(LinearUnitNode Node, int Index, int Count, bool IsDense, int ConvolutionIndex, int ConvolutionCount)
+{
+    /// <summary>The module path, e.g. <c>layer2.0.conv1</c>.</summary>
+    public string Name => Node.Name;
+}
+
+/// <summary>
+/// Which layer gets which rule. Conv/linear units are matched, in this order of precedence, by module path
+/// (<see cref="ForName"/>), as the first unit (<see cref="ForFirstUnit"/>), by a predicate on the unit
+/// (<see cref="ForUnits"/>, <see cref="ForConvolutions"/>, <see cref="ForDense"/>), by module type (<see cref="ForType{TModule}"/>), and finally by <see cref="ForAllUnits"/>.
+/// Other nodes get the rule registered for their kind (<see cref="ForKind"/>), with zennit's defaults: activations,
+/// reshapes and unmerged BatchNorm pass relevance, average pooling and residual sums use <see cref="NormRule"/>, max
+/// pooling passes the gradient (winner takes all).
+/// </summary>
+public sealed class Composite
+{
+    private readonly Dictionary<string, Rule> _byName = new(StringComparer.Ordinal);
+    private readonly List<(Func<UnitInfo, bool> Match, Rule Rule)> _byPredicate = new();
+    private readonly List<(Type Type, Rule Rule)> _byType = new();
+    private readonly Dictionary<NodeKind, Rule> _byKind = new()
+    {
+        [NodeKind.Activation] = PassRule.Instance,
+        [NodeKind.Shape] = PassRule.Instance,
+        [NodeKind.BatchNorm] = PassRule.Instance,
+        [NodeKind.AvgPool] = new NormRule(),
+        [NodeKind.Sum] = new NormRule(),
+        [NodeKind.MaxPool] = GradientRule.Instance,
+    };
+    private Rule? _first;
+    private bool _firstConvolutionOnly;
+    private Rule? _all;
+
+    /// <summary>Creates an empty composite (every conv/linear unit must then be matched by a mapping).</summary>
+    public Composite(string name)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        Name = name;
+    }
+
+    /// <summary>Name used in reports and the CLI.</summary>
+    public string Name { get; }
+
+    /// <summary>What the backward walk starts from (default: the target logit).</summary>
+    public StartRelevance StartRelevance { get; init; } = StartRelevance.TargetLogit;
+
+    /// <summary>Multiply the relevance arriving at the input by the input (Gradient×Input).</summary>
+    public bool MultiplyByInput { get; init; }
+
+    /// <summary>Assigns <paramref name="rule"/> to the module at <paramref name="path"/> (highest precedence).</summary>
+    public Composite ForName(string path, Rule rule)
+    {
+        _byName[path] = rule ?? throw new ArgumentNullException(nameof(rule));
+        return this;
+    }
+
+    /// <summary>Assigns <paramref name="rule"/> to every unit for which <paramref name="match"/> is true.</summary>
+    public Composite ForUnits(Func<UnitInfo, bool> match, Rule rule)
+    {
+        _byPredicate.Add((match ?? throw new ArgumentNullException(nameof(match)), rule ?? throw new ArgumentNullException(nameof(rule))));
+        return this;
+    }
+
+    /// <summary>Assigns <paramref name="rule"/> to every convolution unit.</summary>
+    public Composite ForConvolutions(Rule rule) => ForUnits(u => !u.IsDense, rule);
+
+    /// <summary>Assigns <paramref name="rule"/> to every dense (Linear) unit.</summary>
+    public Composite ForDense(Rule rule) => ForUnits(u => u.IsDense, rule);
+
+    /// <summary>Assigns <paramref name="rule"/> to the first unit in forward order (optionally only if it is a convolution, as zennit's EpsilonGammaBox).</summary>
+    public Composite ForFirstUnit(Rule rule, bool convolutionOnly = false)
+    {
+        _first = rule ?? throw new ArgumentNullException(nameof(rule));
+        _firstConvolutionOnly = convolutionOnly;
+        return this;
+    }
+
+    /// <summary>Assigns <paramref name="rule"/> to units whose module is a <typeparamref name="TModule"/> (e.g. <c>TorchSharp.Modules.Conv2d</c>).</summary>
+    public Composite ForType<TModule>(Rule rule)
+    {
+        _byType.Add((typeof(TModule), rule ?? throw new ArgumentNullException(nameof(rule))));
+        return this;
+    }
+
+    /// <summary>Assigns <paramref name="rule"/> to every unit not matched otherwise.</summary>
+    public Composite ForAllUnits(Rule rule)
+    {
+        _all = rule ?? throw new ArgumentNullException(nameof(rule));
+        return this;
+    }
+
+    /// <summary>Sets the rule of every node of a kind (not <see cref="NodeKind.LinearUnit"/>).</summary>
+    public Composite ForKind(NodeKind kind, Rule rule)
+    {
+        if (kind is NodeKind.LinearUnit or NodeKind.Input) throw new ArgumentException("Units are assigned by name, type or position; the input has no rule.", nameof(kind));
+        _byKind[kind] = rule ?? throw new ArgumentNullException(nameof(rule));
+        return this;
+    }
+
+    /// <summary>Resolves the rule of every node of <paramref name="graph"/> (index = node index; the input gets <c>null</c>).</summary>
+    public Rule?[] Resolve(RelevanceGraph graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var rules = new Rule?[graph.Nodes.Count];
+        var count = graph.Units.Count;
+        var convolutions = graph.Units.Where(u => u.Unit.Kind == LinearUnitKind.Convolution2d).ToList();
+        var firstConv = convolutions.FirstOrDefault();
+        foreach (var node in graph.Nodes)
+        {
+            if (node.Kind == NodeKind.Input) continue;
+            if (_byName.TryGetValue(node.Name, out var named))
+            {
+                rules[node.Index] = named;
+                continue;
+            }
+            if (node is LinearUnitNode unit)
+            {
+                var info = new UnitInfo(unit, unit.UnitIndex, count, unit.Unit.Kind == LinearUnitKind.Dense, convolutions.IndexOf(unit), convolutions.Count);
+                var rule = _first is not null && (_firstConvolutionOnly ? ReferenceEquals(unit, firstConv) : unit.UnitIndex == 0) ? _first : null;
+                rule ??= _byPredicate.FirstOrDefault(p => p.Match(info)).Rule;
+                rule ??= _byType.FirstOrDefault(t => node.ModuleType is { } mt && t.Type.IsAssignableFrom(mt)).Rule;
+                rule ??= _all;
+                rules[node.Index] = rule ?? throw new ExplanationException(
+                    $"Composite '{Name}' assigns no rule to unit '{node.Name}' ({unit.Unit}). Add ForAllUnits(...) or a mapping for it.");
+                continue;
+            }
+            rules[node.Index] = _byKind.TryGetValue(node.Kind, out var byKind)
+                ? byKind
+                : throw new ExplanationException($"Composite '{Name}' has no rule for '{node.Name}' ({node.Kind}); add ForKind(NodeKind.{node.Kind}, ...) or ForName(\"{node.Name}\", ...).");
+        }
+        return rules;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => Name;
+}

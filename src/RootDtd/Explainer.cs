@@ -1,0 +1,329 @@
+using RootDtd.Composites;
+using RootDtd.Graph;
+using RootDtd.Rules;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd;
+
+/// <summary>
+/// Explains a TorchSharp classifier with a <see cref="Composite"/> of relevance rules. The explainer builds a relevance
+/// graph from the module tree (canonized, e.g. BatchNorm merged — the model itself is left untouched), runs the graph
+/// forward recording every layer input, checks that the graph reproduces the model's own logits, and walks the graph
+/// backwards applying one rule per node. Not thread-safe: use one explainer per thread.
+/// </summary>
+/// <example>
+/// <code>
+/// using var explainer = new Explainer(model, Composites.EpsilonPlusFlat());
+/// using var e = explainer.Explain(images);           // explains the predicted classes
+/// var heatmap = e.Heatmap;                             // [B, H, W]
+/// </code>
+/// </example>
+public sealed class Explainer : IDisposable
+{
+    private readonly nn.Module _model;
+    private readonly ExplainerOptions _options;
+    private RelevanceGraph _graph;
+    private Rule?[] _rules;
+    private (DeviceType Type, int Index, ScalarType DType)? _snapshot;
+
+    /// <summary>Creates an explainer for <paramref name="model"/> (which must map [B,C,H,W] or [B,F] inputs to [B,K] logits).</summary>
+    public Explainer(nn.Module model, Composite composite, ExplainerOptions? options = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        Composite = composite ?? throw new ArgumentNullException(nameof(composite));
+        if (model is not nn.Module<Tensor, Tensor>)
+            throw new ArgumentException($"The model must be a Module<Tensor, Tensor> (one input, one output); got {model.GetType().FullName}.", nameof(model));
+        _options = options ?? new ExplainerOptions();
+        if ((_options.InputLow is null) != (_options.InputHigh is null))
+            throw new ArgumentException("Give both InputLow and InputHigh, or neither.", nameof(options));
+        (_graph, _rules) = BuildGraph();
+    }
+
+    /// <summary>The composite that assigns rules to layers.</summary>
+    public Composite Composite { get; }
+
+    /// <summary>The relevance graph (after canonizers).</summary>
+    public RelevanceGraph Graph => _graph;
+
+    /// <summary>The rule of every graph node, e.g. for reports (index = node index).</summary>
+    public IReadOnlyList<(string Node, string Rule)> RuleAssignment =>
+        _graph.Nodes.Skip(1).Select(n => (n.Name, _rules[n.Index]?.ToString() ?? "-")).ToList();
+
+    private (RelevanceGraph, Rule?[]) BuildGraph()
+    {
+        var graph = GraphBuilder.Build(_model, _options.Adapters);
+        try
+        {
+            foreach (var c in _options.Canonizers) c.Apply(graph);
+            var rules = Composite.Resolve(graph);
+            _snapshot = ModelDevice();
+            return (graph, rules);
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Rebuilds the graph from the model's current parameters (call after changing the weights).</summary>
+    public void Refresh()
+    {
+        var old = _graph;
+        (_graph, _rules) = BuildGraph();
+        old.Dispose();
+    }
+
+    private (DeviceType, int, ScalarType)? ModelDevice()
+    {
+        foreach (var p in _model.parameters()) return (p.device_type, p.device_index, p.dtype);
+        return null;
+    }
+
+    /// <summary>Explains the predicted class of every sample.</summary>
+    public Explanation Explain(Tensor input) => Explain(input, (long[]?)null);
+
+    /// <summary>Explains <paramref name="targets"/> (one class per sample; <c>null</c> = the predicted classes).</summary>
+    public Explanation Explain(Tensor input, long[]? targets)
+    {
+        ValidateInput(input);
+        var current = ModelDevice();
+        if (current is { } cur && _snapshot is { } snap && (cur.Item1 != snap.Type || cur.Item2 != snap.Index || cur.Item3 != snap.DType)) Refresh();
+        if (current is { } c && (c.Item1 != input.device_type || (c.Item1 != DeviceType.CPU && c.Item2 != input.device_index)))
+            throw new ArgumentException($"The input is on {input.device} but the model is on {c.Item1}:{c.Item2}; move one of them.", nameof(input));
+        if (current is { } d && d.Item3 != input.dtype)
+            throw new ArgumentException($"The input has dtype {input.dtype} but the model's parameters are {d.Item3}; convert one of them.", nameof(input));
+
+        var trainingModes = _model.modules().Select(m => (m, m.training)).ToList();
+        var wasTraining = trainingModes.Any(t => t.training);
+        if (wasTraining) _model.eval();
+        try
+        {
+            return ExplainCore(input, targets);
+        }
+        finally
+        {
+            if (wasTraining)
+                foreach (var (m, training) in trainingModes) m.train(training);
+        }
+    }
+
+    private void ValidateInput(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (input.IsInvalid) throw new ArgumentException("The input tensor has been disposed.", nameof(input));
+        if (!input.is_floating_point()) throw new ArgumentException($"The input must be a floating-point tensor; got {input.dtype}.", nameof(input));
+        if (input.dim() < 2) throw new ArgumentException($"The input must be batched ([B,C,H,W] or [B,F]); got shape [{string.Join(", ", input.shape)}].", nameof(input));
+        if (input.shape[0] == 0) throw new ArgumentException("The input batch is empty.", nameof(input));
+        var first = _graph.Units.FirstOrDefault();
+        if (first is not null && _graph.PathFromInput(first) is { } path && path.Count == 0)
+        {
+            var unit = first.Unit;
+            if (unit.Kind == LinearUnitKind.Convolution2d && (input.dim() != 4 || input.shape[1] != unit.InputFeatures))
+                throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}, H, W]; got [{string.Join(", ", input.shape)}].", nameof(input));
+            if (unit.Kind == LinearUnitKind.Dense && (input.dim() != 2 || input.shape[1] != unit.InputFeatures))
+                throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}]; got [{string.Join(", ", input.shape)}].", nameof(input));
+        }
+        using var _ = torch.no_grad();
+        if (!torch.isfinite(input).all().item<bool>())
+            throw new ArgumentException("The input contains NaN or infinite values.", nameof(input));
+    }
+
+    private Explanation ExplainCore(Tensor input, long[]? targets)
+    {
+        using var scope = torch.NewDisposeScope();
+        var x = input.detach();
+        Tensor[] outputs;
+        using (torch.no_grad()) outputs = _graph.Forward(x);
+        var logits = outputs[_graph.OutputIndex];
+        if (logits.dim() != 2 || logits.shape[0] != x.shape[0])
+            throw new ExplanationException($"The model must return logits [B, K]; the graph produced [{string.Join(", ", logits.shape)}].");
+        if (_options.VerifyForward) VerifyForward(x, logits);
+
+        var batch = (int)x.shape[0];
+        var classes = logits.shape[1];
+        var t = ResolveTargets(targets, logits, batch, classes);
+        var targetTensor = torch.tensor(t, device: x.device);
+        var onehot = torch.nn.functional.one_hot(targetTensor, classes).to(logits.dtype);
+        var start = Composite.StartRelevance == StartRelevance.TargetLogit ? onehot * logits : onehot;
+
+        var low = _options.InputLow is null ? null : Bound(_options.InputLow, x, "InputLow");
+        var high = _options.InputHigh is null ? null : Bound(_options.InputHigh, x, "InputHigh");
+        if (low is not null && high is not null && !low.le(high).all().item<bool>())
+            throw new ArgumentException("ExplainerOptions.InputLow must be ≤ InputHigh everywhere.");
+
+        var recorder = new ExplanationRecorder(_options.CollectDiagnostics, _options.RecordRoots);
+        var relevance = new Tensor?[_graph.Nodes.Count];
+        relevance[_graph.OutputIndex] = start;
+        var sums = new Tensor[_graph.Nodes.Count];
+        var wantedLayers = WantedLayers();
+        var layers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var args = new List<Tensor>(4);
+        for (var i = _graph.Nodes.Count - 1; i >= 1; i--)
+        {
+            var node = _graph.Nodes[i];
+            var r = relevance[i] ?? torch.zeros_like(outputs[i]);
+            sums[i] = r.reshape(batch, -1).sum(1);
+            if (wantedLayers.TryGetValue(i, out var names))
+                foreach (var name in names) layers[name] = r.detach().clone();
+            args.Clear();
+            foreach (var j in node.Inputs) args.Add(outputs[j]);
+            var (domain, nodeLow, nodeHigh) = DomainOf(node, low, high);
+            var rule = _rules[i]!;
+            var context = new RuleContext(node, args, outputs[i], r, domain, nodeLow, nodeHigh, recorder);
+            Tensor[] result;
+            try
+            {
+                result = rule.Propagate(context);
+            }
+            catch (Exception e) when (e is not ExplanationException)
+            {
+                throw new ExplanationException($"Rule {rule} failed at '{node.Name}' ({node.Kind}): {e.Message}", e);
+            }
+            if (result.Length != node.Inputs.Count)
+                throw new ExplanationException($"Rule {rule} returned {result.Length} relevance tensors for '{node.Name}', which has {node.Inputs.Count} inputs.");
+            for (var k = 0; k < result.Length; k++)
+            {
+                var j = node.Inputs[k];
+                if (!result[k].shape.SequenceEqual(outputs[j].shape))
+                    throw new ExplanationException($"Rule {rule} at '{node.Name}' returned relevance [{string.Join(", ", result[k].shape)}] for an input of shape [{string.Join(", ", outputs[j].shape)}].");
+                relevance[j] = relevance[j] is null ? result[k] : relevance[j]! + result[k];
+            }
+            if (i != _graph.OutputIndex) relevance[i] = null;
+        }
+        var inputRelevance = relevance[0] ?? torch.zeros_like(x);
+        if (Composite.MultiplyByInput) inputRelevance = inputRelevance * x;
+
+        // one transfer for the whole report
+        var table = torch.stack(sums.Skip(1).Append(start.sum(1)).Append(inputRelevance.reshape(batch, -1).sum(1)).ToArray()).to(float64).cpu();
+        var values = table.data<double>().ToArray();
+        double[] Row(int row) => values.Skip(row * batch).Take(batch).ToArray();
+        var nodeRows = _graph.Nodes.Skip(1).Select((n, k) => (n.Name, Row(k))).ToList();
+        var report = new ConservationReport(nodeRows, Row(nodeRows.Count), Row(nodeRows.Count + 1));
+
+        foreach (var l in layers.Values) l.MoveToOuterDisposeScope();
+        var roots = recorder.Tensors;
+        foreach (var v in roots.Values) v.MoveToOuterDisposeScope();
+        return new Explanation(Composite.Name, x.clone().MoveToOuterDisposeScope(), inputRelevance.detach().MoveToOuterDisposeScope(),
+            logits.detach().clone().MoveToOuterDisposeScope(), t, layers, report, recorder.Diagnostics, roots);
+    }
+
+    private static long[] ResolveTargets(long[]? targets, Tensor logits, int batch, long classes)
+    {
+        if (targets is null) return logits.argmax(1).cpu().data<long>().ToArray();
+        if (targets.Length != batch)
+            throw new ArgumentException($"{targets.Length} targets were given for a batch of {batch}.", nameof(targets));
+        for (var i = 0; i < targets.Length; i++)
+            if (targets[i] < 0 || targets[i] >= classes)
+                throw new ArgumentOutOfRangeException(nameof(targets), targets[i], $"Target {i} is {targets[i]}; the model has {classes} classes (0…{classes - 1}).");
+        return (long[])targets.Clone();
+    }
+
+    private static Tensor Bound(Tensor bound, Tensor x, string name)
+    {
+        var b = bound.to(x.dtype).to(x.device);
+        if (b.dim() == 1 && x.dim() == 4 && b.shape[0] == x.shape[1]) b = b.view(1, -1, 1, 1);
+        try
+        {
+            return b.expand(x.shape).contiguous();
+        }
+        catch (Exception e)
+        {
+            throw new ArgumentException($"ExplainerOptions.{name} of shape [{string.Join(", ", bound.shape)}] does not broadcast to the input shape [{string.Join(", ", x.shape)}].", e);
+        }
+    }
+
+    private (InputDomain, Tensor?, Tensor?) DomainOf(GraphNode node, Tensor? low, Tensor? high)
+    {
+        if (node is not LinearUnitNode unit) return (InputDomain.Free, null, null);
+        if (_graph.Nodes[unit.Inputs[0]].NonNegativeOutput) return (InputDomain.Relu, null, null);
+        if (low is not null && high is not null && _graph.PathFromInput(unit) is { } path)
+        {
+            foreach (var n in path)
+            {
+                low = n.Forward(new[] { low });
+                high = n.Forward(new[] { high });
+            }
+            return (InputDomain.PixelBox, low, high);
+        }
+        return (InputDomain.Free, null, null);
+    }
+
+    private Dictionary<int, List<string>> WantedLayers()
+    {
+        var wanted = new Dictionary<int, List<string>>();
+        foreach (var name in _options.RecordLayers)
+        {
+            IEnumerable<KeyValuePair<string, int>> matches = name == "*"
+                ? _graph.ModuleOutputs
+                : _graph.ModuleOutputs.TryGetValue(name, out var idx)
+                    ? new[] { new KeyValuePair<string, int>(name, idx) }
+                    : throw new ArgumentException($"RecordLayers: the model has no module '{name}'. Known modules: {string.Join(", ", _graph.ModuleOutputs.Keys.Take(40))}…");
+            foreach (var (n, i) in matches)
+            {
+                if (!wanted.TryGetValue(i, out var list)) wanted[i] = list = new List<string>();
+                list.Add(n);
+            }
+        }
+        return wanted;
+    }
+
+    private void VerifyForward(Tensor x, Tensor logits)
+    {
+        Tensor expected;
+        using (torch.no_grad()) expected = ((nn.Module<Tensor, Tensor>)_model).forward(x);
+        var tolerance = _options.VerifyTolerance ?? (x.dtype == ScalarType.Float64 ? 1e-8 : 1e-3);
+        if (!expected.shape.SequenceEqual(logits.shape))
+            throw new ExplanationException($"The relevance graph produces [{string.Join(", ", logits.shape)}] but the model returns [{string.Join(", ", expected.shape)}]: the model's forward does something its adapters do not describe.");
+        var scale = Math.Max(1.0, expected.abs().max().ToDouble());
+        var diff = (expected - logits).abs().max().ToDouble();
+        if (diff <= tolerance * scale) return;
+        throw new ExplanationException(
+            $"The relevance graph does not reproduce the model's output (max |Δlogit| = {diff:g3}, allowed {tolerance * scale:g3}). " +
+            LocateMismatch(x) + " A functional operation in a forward() was probably not described by the module's adapter; register one with ModuleAdapters.Register<T>(...).");
+    }
+
+    /// <summary>Runs the model with forward hooks and names the first module whose output differs from its graph node.</summary>
+    private string LocateMismatch(Tensor x)
+    {
+        var captured = new Dictionary<string, Tensor>();
+        var hooks = new List<Action>();
+        foreach (var (name, module) in _model.named_modules())
+        {
+            if (name.Length == 0 || module is not nn.Module<Tensor, Tensor> m || !_graph.ModuleOutputs.ContainsKey(name)) continue;
+            var remover = m.register_forward_hook((_, _, o) => { captured[name] = o.detach().clone(); return null!; });
+            hooks.Add(() => remover.remove());
+        }
+        try
+        {
+            Tensor[] outputs;
+            using (torch.no_grad())
+            {
+                ((nn.Module<Tensor, Tensor>)_model).call(x);
+                outputs = _graph.Forward(x);
+            }
+            foreach (var node in _graph.Nodes)
+            {
+                foreach (var (name, idx) in _graph.ModuleOutputs.Where(kv => kv.Value == node.Index))
+                {
+                    if (!captured.TryGetValue(name, out var actual)) continue;
+                    var mine = outputs[idx];
+                    if (!actual.shape.SequenceEqual(mine.shape))
+                        return $"First difference at module '{name}': the model's output has shape [{string.Join(", ", actual.shape)}], the graph's [{string.Join(", ", mine.shape)}].";
+                    var d = (actual - mine).abs().max().ToDouble();
+                    var s = Math.Max(1.0, actual.abs().max().ToDouble());
+                    if (d > 1e-3 * s) return $"First difference at module '{name}' (max |Δ| = {d:g3}).";
+                }
+            }
+            return "Every module output matches; the difference comes from an operation between modules (e.g. a functional activation or addition).";
+        }
+        finally
+        {
+            foreach (var remove in hooks) remove();
+        }
+    }
+
+    /// <summary>Releases the graph's parameter copies.</summary>
+    public void Dispose() => _graph.Dispose();
+}

@@ -1,0 +1,43 @@
+using RootDtd.Canonizers;
+using RootDtd.Graph;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd;
+
+/// <summary>Options of an <see cref="Explainer"/>.</summary>
+public sealed class ExplainerOptions
+{
+    /// <summary>
+    /// Lowest valid input value (scalar tensor, per-channel [1,C,1,1], or the input's shape), e.g. the normalised value of
+    /// pixel 0. Needed by z^B and by root inference on the input layer (the root must be a valid input).
+    /// </summary>
+    public Tensor? InputLow { get; init; }
+
+    /// <summary>Highest valid input value; see <see cref="InputLow"/>.</summary>
+    public Tensor? InputHigh { get; init; }
+
+    /// <summary>Canonizers applied to the relevance graph (default: BatchNorm merging). The model itself is never changed.</summary>
+    public IReadOnlyList<ICanonizer> Canonizers { get; init; } = new ICanonizer[] { new BatchNormMerger() };
+
+    /// <summary>Adapters used to build the graph (default: <see cref="ModuleAdapters.Default"/>).</summary>
+    public ModuleAdapters? Adapters { get; init; }
+
+    /// <summary>Module paths whose output relevance is returned in <see cref="Explanation.LayerRelevance"/> ("*" = every module).</summary>
+    public IReadOnlyList<string> RecordLayers { get; init; } = Array.Empty<string>();
+
+    /// <summary>Collect per-unit diagnostics of rules that report them (root inference).</summary>
+    public bool CollectDiagnostics { get; init; }
+
+    /// <summary>Keep the signal S and root N tensors of root-inference units (needed for the f(N) test and the paper's Fig. 7).</summary>
+    public bool RecordRoots { get; init; }
+
+    /// <summary>
+    /// Check on every explanation that the graph reproduces the model's output (default true). A mismatch means a
+    /// functional operation of the model has no node, and throws an <see cref="ExplanationException"/> naming the module.
+    /// </summary>
+    public bool VerifyForward { get; init; } = true;
+
+    /// <summary>Relative tolerance of that check (default 1e-3 in float32, 1e-8 in float64; relative to max |logit|).</summary>
+    public double? VerifyTolerance { get; init; }
+}

@@ -1,0 +1,146 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd;
+
+/// <summary>Per-unit diagnostics reported by rules that solve an optimisation (root inference).</summary>
+public sealed class UnitDiagnostics
+{
+    /// <summary>Module path of the unit.</summary>
+    public required string Unit { get; init; }
+
+    /// <summary>The rule that produced the values.</summary>
+    public required string Rule { get; init; }
+
+    /// <summary>Input domain used (Relu, PixelBox, Free).</summary>
+    public required string Domain { get; init; }
+
+    /// <summary>Per-sample values by name (e.g. <c>initial_loss</c>, <c>final_loss</c>, <c>relative_residual</c>, <c>accepted_steps</c>, <c>relevance_in</c>, <c>relevance_out</c>).</summary>
+    public required IReadOnlyDictionary<string, double[]> Values { get; init; }
+
+    /// <summary>Elapsed wall-clock time of the unit's rule, in milliseconds (synchronised with the device only when diagnostics are on).</summary>
+    public double Milliseconds { get; init; }
+}
+
+/// <summary>
+/// Collects optional outputs of rules during one explanation: diagnostics and named tensors (signal/root).
+/// Rules check <see cref="CollectDiagnostics"/> / <see cref="RecordRoots"/> before computing anything extra.
+/// </summary>
+public sealed class ExplanationRecorder
+{
+    internal ExplanationRecorder(bool collectDiagnostics, bool recordRoots)
+    {
+        CollectDiagnostics = collectDiagnostics;
+        RecordRoots = recordRoots;
+    }
+
+    /// <summary>Whether diagnostics are wanted.</summary>
+    public bool CollectDiagnostics { get; }
+
+    /// <summary>Whether signal/root tensors are wanted.</summary>
+    public bool RecordRoots { get; }
+
+    internal List<UnitDiagnostics> Diagnostics { get; } = new();
+
+    internal Dictionary<string, Tensor> Tensors { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Adds one unit's diagnostics.</summary>
+    public void Add(UnitDiagnostics diagnostics) => Diagnostics.Add(diagnostics);
+
+    /// <summary>Keeps a tensor under <paramref name="key"/> (e.g. <c>conv1/root</c>); the explanation owns it afterwards.</summary>
+    public void Keep(string key, Tensor tensor) => Tensors[key] = tensor.detach().MoveToOuterDisposeScope();
+}
+
+/// <summary>Σ relevance of every graph node (per sample) compared with the explained logit.</summary>
+public sealed class ConservationReport
+{
+    internal ConservationReport(IReadOnlyList<(string Layer, double[] Sums)> layers, double[] startRelevance, double[] inputSum)
+    {
+        Layers = layers;
+        StartRelevance = startRelevance;
+        InputSum = inputSum;
+    }
+
+    /// <summary>For each node in forward order: its name and Σ of its output relevance per sample.</summary>
+    public IReadOnlyList<(string Layer, double[] Sums)> Layers { get; }
+
+    /// <summary>Σ of the start relevance per sample (the explained logit, or 1 for gradients).</summary>
+    public double[] StartRelevance { get; }
+
+    /// <summary>Σ of the input relevance per sample.</summary>
+    public double[] InputSum { get; }
+
+    /// <summary>Largest |Σ input relevance − start relevance| / |start relevance| over the batch.</summary>
+    public double MaxRelativeError => InputSum.Select((s, i) => Math.Abs(s - StartRelevance[i]) / Math.Max(Math.Abs(StartRelevance[i]), 1e-30)).DefaultIfEmpty(0).Max();
+
+    /// <summary>Readable table: one line per node.</summary>
+    public override string ToString()
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine(FormattableString.Invariant($"start relevance: {string.Join(", ", StartRelevance.Select(v => v.ToString("g6", System.Globalization.CultureInfo.InvariantCulture)))}"));
+        foreach (var (layer, sums) in Layers)
+            sb.AppendLine(FormattableString.Invariant($"{layer,-40} {string.Join(", ", sums.Select(v => v.ToString("g6", System.Globalization.CultureInfo.InvariantCulture)))}"));
+        sb.Append(FormattableString.Invariant($"input: {string.Join(", ", InputSum.Select(v => v.ToString("g6", System.Globalization.CultureInfo.InvariantCulture)))} (max relative error {MaxRelativeError:g3})"));
+        return sb.ToString();
+    }
+}
+
+/// <summary>The result of <see cref="Explainer.Explain(Tensor, long[])"/>. Owns its tensors: dispose it when done.</summary>
+public sealed class Explanation : IDisposable
+{
+    internal Explanation(string method, Tensor input, Tensor relevance, Tensor logits, long[] targets, IReadOnlyDictionary<string, Tensor> layers,
+        ConservationReport conservation, IReadOnlyList<UnitDiagnostics> diagnostics, IReadOnlyDictionary<string, Tensor> roots)
+    {
+        Method = method;
+        Input = input;
+        InputRelevance = relevance;
+        Heatmap = relevance.dim() == 4 ? relevance.sum(1).MoveToOuterDisposeScope() : relevance.alias().MoveToOuterDisposeScope();
+        Logits = logits;
+        Targets = targets;
+        LayerRelevance = layers;
+        Conservation = conservation;
+        Diagnostics = diagnostics;
+        Tensors = roots;
+    }
+
+    /// <summary>Name of the composite that produced the explanation.</summary>
+    public string Method { get; }
+
+    /// <summary>The explained input (detached).</summary>
+    public Tensor Input { get; }
+
+    /// <summary>Relevance of every input element (the input's shape).</summary>
+    public Tensor InputRelevance { get; }
+
+    /// <summary>Per-pixel heatmap [B,H,W] (channels summed); for [B,F] inputs the relevance itself.</summary>
+    public Tensor Heatmap { get; }
+
+    /// <summary>The model's logits [B,K].</summary>
+    public Tensor Logits { get; }
+
+    /// <summary>The explained class of each sample.</summary>
+    public long[] Targets { get; }
+
+    /// <summary>Relevance at the output of the requested modules (<see cref="ExplainerOptions.RecordLayers"/>).</summary>
+    public IReadOnlyDictionary<string, Tensor> LayerRelevance { get; }
+
+    /// <summary>Σ relevance per layer vs the explained logit.</summary>
+    public ConservationReport Conservation { get; }
+
+    /// <summary>Per-unit diagnostics (when <see cref="ExplainerOptions.CollectDiagnostics"/> is set and the rules report any).</summary>
+    public IReadOnlyList<UnitDiagnostics> Diagnostics { get; }
+
+    /// <summary>Tensors kept by rules, e.g. <c>&lt;unit&gt;/signal</c> and <c>&lt;unit&gt;/root</c> (when <see cref="ExplainerOptions.RecordRoots"/> is set).</summary>
+    public IReadOnlyDictionary<string, Tensor> Tensors { get; }
+
+    /// <summary>Releases every tensor of the explanation.</summary>
+    public void Dispose()
+    {
+        Input.Dispose();
+        InputRelevance.Dispose();
+        Heatmap.Dispose();
+        Logits.Dispose();
+        foreach (var t in LayerRelevance.Values) t.Dispose();
+        foreach (var t in Tensors.Values) t.Dispose();
+    }
+}

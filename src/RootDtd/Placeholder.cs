@@ -1,4 +1,0 @@
-namespace RootDtd;
-
-/// <summary>Placeholder.</summary>
-public static class Placeholder { }

@@ -1,0 +1,163 @@
+using RootDtd.Graph;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd.Rules;
+
+/// <summary>Which tensor a rule term feeds into the layer in place of the recorded input.</summary>
+public enum TermInput
+{
+    /// <summary>The input x.</summary>
+    Input,
+
+    /// <summary>x⁺ = max(x, 0).</summary>
+    Positive,
+
+    /// <summary>x⁻ = min(x, 0).</summary>
+    Negative,
+
+    /// <summary>A tensor of ones (w², flat).</summary>
+    Ones,
+
+    /// <summary>The lower input bound l (z^B).</summary>
+    Low,
+
+    /// <summary>The upper input bound h (z^B).</summary>
+    High,
+}
+
+/// <summary>Which output neurons a group of terms explains.</summary>
+public enum OutputMask
+{
+    /// <summary>All outputs.</summary>
+    All,
+
+    /// <summary>Outputs whose unmodified pre-activation is &gt; 0.</summary>
+    PositiveOutput,
+
+    /// <summary>Outputs whose unmodified pre-activation is &lt; 0.</summary>
+    NegativeOutput,
+}
+
+/// <summary>A derived layer parameter: a cache key and how to compute it from the effective weight or bias.</summary>
+/// <param name="Key">Cache key, unique per distinct transformation (e.g. <c>w+</c>, <c>w:gamma+0.25</c>).</param>
+/// <param name="Apply">Computes the derived parameter.</param>
+public sealed record ParameterTransform(string Key, Func<Tensor, Tensor> Apply)
+{
+    /// <summary>The parameter as it is.</summary>
+    public static ParameterTransform Identity { get; } = new("id", t => t);
+
+    /// <summary>max(p, 0).</summary>
+    public static ParameterTransform Positive { get; } = new("+", t => t.clamp(min: 0));
+
+    /// <summary>min(p, 0).</summary>
+    public static ParameterTransform Negative { get; } = new("-", t => t.clamp(max: 0));
+
+    /// <summary>p².</summary>
+    public static ParameterTransform Square { get; } = new("sq", t => t * t);
+
+    /// <summary>All ones.</summary>
+    public static ParameterTransform Ones { get; } = new("ones", t => torch.ones_like(t));
+}
+
+/// <summary>
+/// One modified forward of a layer: <c>z_k = sign · f(input_k; weight_k, bias_k)</c>. A <c>null</c> bias transform
+/// drops the bias.
+/// </summary>
+/// <param name="Input">What replaces the input.</param>
+/// <param name="Weight">How the weight is modified.</param>
+/// <param name="Bias">How the bias is modified, or <c>null</c> to drop it.</param>
+/// <param name="Sign">+1 or −1: the term's sign in the group's sum.</param>
+public sealed record RuleTerm(TermInput Input, ParameterTransform Weight, ParameterTransform? Bias, double Sign = 1);
+
+/// <summary>
+/// A group of terms whose sum <c>z = Σ_k z_k</c> is the denominator of one relevance ratio:
+/// <c>R_in += Scale · Σ_k input_k ⊙ ∂z/∂input_k · (mask ⊙ R / stab(z))</c>.
+/// </summary>
+/// <param name="Terms">The modified forwards.</param>
+/// <param name="Mask">Which outputs the group explains.</param>
+/// <param name="Scale">Weight of the group (α, −β, …).</param>
+public sealed record RuleGroup(IReadOnlyList<RuleTerm> Terms, OutputMask Mask = OutputMask.All, double Scale = 1);
+
+/// <summary>
+/// The shared engine of the classic conv/linear rules (zennit's "modified forward + autograd.grad, times the input"):
+/// a rule is a declarative list of <see cref="RuleGroup"/>s. For each group the engine evaluates the modified forwards,
+/// divides the output relevance by their stabilised sum, takes one vector-Jacobian product with autograd and multiplies
+/// by the modified inputs. Terms that read x⁻ are skipped where the input is known to be non-negative (ReLU domain).
+/// </summary>
+public abstract class ModifiedGradientRule : Rule
+{
+    /// <summary>Creates the rule with a stabiliser.</summary>
+    protected ModifiedGradientRule(Stabilizer? stabilizer) => Stabilizer = stabilizer ?? Stabilizer.Default;
+
+    /// <summary>The stabiliser of the relevance ratios.</summary>
+    public Stabilizer Stabilizer { get; }
+
+    /// <summary>The groups of terms that define the rule.</summary>
+    protected abstract IReadOnlyList<RuleGroup> Groups { get; }
+
+    /// <summary>Bounds used by <see cref="TermInput.Low"/>/<see cref="TermInput.High"/> terms; default: the explainer's input bounds.</summary>
+    protected virtual (Tensor? Low, Tensor? High) Bounds(RuleContext context) => (context.Low, context.High);
+
+    /// <inheritdoc />
+    public override Tensor[] Propagate(RuleContext context)
+    {
+        var unit = context.Unit;
+        var x = context.Input;
+        var nonNegative = context.Domain == InputDomain.Relu;
+        Tensor? result = null;
+        foreach (var group in Groups)
+        {
+            var leaves = new List<(Tensor Leaf, RuleTerm Term)>();
+            Tensor? z = null;
+            using (torch.enable_grad())
+            {
+                foreach (var term in group.Terms)
+                {
+                    if (nonNegative && term.Input == TermInput.Negative) continue;
+                    var input = SelectInput(term.Input, x, context, nonNegative).detach().requires_grad_(true);
+                    var w = unit.GetParameter("w:" + term.Weight.Key, () => term.Weight.Apply(unit.Weight));
+                    var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Apply(unit.Bias));
+                    var zk = unit.Forward(input, w, b);
+                    if (term.Sign != 1) zk = zk * term.Sign;
+                    z = z is null ? zk : z + zk;
+                    leaves.Add((input, term));
+                }
+            }
+            if (z is null) continue;
+            var ratio = Stabilizer.Divide(context.Relevance, z.detach());
+            ratio = group.Mask switch
+            {
+                OutputMask.PositiveOutput => ratio * context.Output.gt(0).to(ratio.dtype),
+                OutputMask.NegativeOutput => ratio * context.Output.lt(0).to(ratio.dtype),
+                _ => ratio,
+            };
+            var grads = torch.autograd.grad(new[] { z }, leaves.Select(l => l.Leaf).ToArray(), new[] { ratio });
+            for (var k = 0; k < leaves.Count; k++)
+            {
+                var contribution = leaves[k].Leaf.detach() * grads[k];
+                if (group.Scale != 1) contribution = contribution * group.Scale;
+                result = result is null ? contribution : result + contribution;
+            }
+        }
+        return new[] { result ?? torch.zeros_like(x) };
+    }
+
+    private Tensor SelectInput(TermInput which, Tensor x, RuleContext context, bool nonNegative) => which switch
+    {
+        TermInput.Input => x,
+        TermInput.Positive => nonNegative ? x : x.clamp(min: 0),
+        TermInput.Negative => x.clamp(max: 0),
+        TermInput.Ones => torch.ones_like(x),
+        TermInput.Low => Bound(Bounds(context).Low, x, "low"),
+        TermInput.High => Bound(Bounds(context).High, x, "high"),
+        _ => throw new ArgumentOutOfRangeException(nameof(which)),
+    };
+
+    private Tensor Bound(Tensor? bound, Tensor x, string which)
+    {
+        if (bound is null)
+            throw new ExplanationException($"{this} needs input bounds ({which}): pass ExplainerOptions.InputLow/InputHigh, or give the rule its own bounds.");
+        return bound.expand(x.shape).to(x.dtype);
+    }
+}

@@ -1,0 +1,31 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd.Rules;
+
+/// <summary>
+/// How a rule divides relevance by a (possibly vanishing) denominator: <c>R / (z + ε·s)</c> with <c>s = +1</c> where
+/// <c>z ≥ 0</c> and <c>−1</c> where <c>z &lt; 0</c> (zennit's convention). With <see cref="DropZeros"/> the ratio is set to
+/// 0 where <c>z</c> is exactly 0 (the root-inference spec's convention: that relevance is dropped).
+/// </summary>
+/// <param name="Epsilon">The shift ε.</param>
+/// <param name="DropZeros">Set the ratio to 0 where the denominator is exactly 0.</param>
+public sealed record Stabilizer(double Epsilon, bool DropZeros = false)
+{
+    /// <summary>zennit's default: ε = 1e-6, zeros shifted to +ε.</summary>
+    public static Stabilizer Default { get; } = new(1e-6);
+
+    /// <summary>The root-inference spec: ε = 1e-9, exact zeros dropped.</summary>
+    public static Stabilizer Spec { get; } = new(1e-9, DropZeros: true);
+
+    /// <summary>Returns <c>numerator / stabilised(denominator)</c>.</summary>
+    public Tensor Divide(Tensor numerator, Tensor denominator)
+    {
+        var sign = denominator.ge(0).to(denominator.dtype) * 2 - 1;
+        var q = numerator / (denominator + sign * Epsilon);
+        return DropZeros ? q.masked_fill(denominator.eq(0), 0) : q;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => DropZeros ? $"{Epsilon:g3} (zeros dropped)" : $"{Epsilon:g3}";
+}

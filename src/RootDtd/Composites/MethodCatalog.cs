@@ -7,12 +7,12 @@ namespace RootDtd.Composites;
 /// <param name="Name">Name used by the CLI and reports (e.g. <c>epsilon-plus-flat</c>).</param>
 /// <param name="Description">One line: which rule goes where.</param>
 /// <param name="Parameters">Parameter names with their defaults (e.g. <c>epsilon=0.25</c>).</param>
-/// <param name="Create">Builds the composite from parameter values (missing ones take their defaults).</param>
+/// <param name="Factory">Builds the composite from parameter values (missing ones take their defaults).</param>
 public sealed record ExplanationMethod(string Name, string Description, IReadOnlyDictionary<string, double> Parameters,
-    Func<IReadOnlyDictionary<string, double>, Composite> Create)
+    Func<IReadOnlyDictionary<string, double>, Composite> Factory)
 {
     /// <summary>Builds the composite with default parameters.</summary>
-    public Composite CreateDefault() => Create(Parameters);
+    public Composite CreateDefault() => Factory(Parameters);
 
     /// <summary>Builds the composite, overriding some parameters; unknown names are rejected.</summary>
     public Composite Create(IReadOnlyDictionary<string, double>? overrides)
@@ -24,7 +24,7 @@ public sealed record ExplanationMethod(string Name, string Description, IReadOnl
                 throw new ArgumentException($"Method '{Name}' has no parameter '{k}' (parameters: {(Parameters.Count == 0 ? "none" : string.Join(", ", Parameters.Keys))}).");
             values[k] = v;
         }
-        return Create(values);
+        return Factory(values);
     }
 }
 

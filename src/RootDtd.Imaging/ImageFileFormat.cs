@@ -40,6 +40,12 @@ internal static class ImageFileFormat
         return SniffedFormat.Unknown;
     }
 
+    /// <summary>True when the data is shorter than, and a prefix of, a PNG, JPEG or BMP signature (a file cut inside its signature).</summary>
+    public static bool IsSignaturePrefix(ReadOnlySpan<byte> data) =>
+        data.Length > 0 && ((data.Length < PngSignature.Length && PngSignature.StartsWith(data))
+                            || (data.Length < 3 && ((ReadOnlySpan<byte>)[0xFF, 0xD8, 0xFF]).StartsWith(data))
+                            || (data.Length < 2 && data[0] == (byte)'B'));
+
     public static (ImageLoadFailure Failure, string Reason)? Check(SniffedFormat format, ReadOnlySpan<byte> data) => format switch
     {
         SniffedFormat.Png => CheckPng(data, out _),

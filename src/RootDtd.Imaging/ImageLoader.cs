@@ -199,6 +199,8 @@ public sealed class ImageLoader
         var format = ImageFileFormat.Sniff(data);
         switch (format)
         {
+            case SniffedFormat.Unknown when ImageFileFormat.IsSignaturePrefix(data):
+                throw new ImageLoadException(source, ImageLoadFailure.Truncated, $"the file ends after {data.Length} bytes, inside the image signature");
             case SniffedFormat.Unknown:
                 throw new ImageLoadException(source, ImageLoadFailure.UnknownFormat, "not a PNG, JPEG or BMP image (unrecognised file signature)");
             case SniffedFormat.Gif or SniffedFormat.Tiff or SniffedFormat.WebP:

@@ -14,7 +14,7 @@ public static class HeatmapRenderer
     /// <summary>
     /// Normalised intensities of one or several heatmaps: the mode is applied, outliers optionally clipped, each map
     /// min-max normalised to [0,1] (Signed: divided by max|R|, giving [-1,1]), and mean cropping applied if requested.
-    /// An all-zero or constant map gives all zeros.
+    /// An all-zero or constant map gives all zeros in every mode (no NaN).
     /// </summary>
     /// <param name="heatmap">A [H,W] or [B,H,W] floating-point tensor; must be finite.</param>
     /// <param name="options">Rendering options; <c>null</c> means <see cref="HeatmapOptions.Default"/>.</param>
@@ -139,6 +139,10 @@ public static class HeatmapRenderer
 
         if (options.Mode == HeatmapMode.Signed)
         {
+            // A constant map carries no spatial information: it renders as zero (white), like in the other modes.
+            bool constant = true;
+            for (int i = 1; i < map.Length && constant; i++) constant = map[i] == map[0];
+            if (constant) { map.Clear(); return; }
             float scale = 0f;
             if (options.ClipPercentile is double ps)
             {

@@ -219,7 +219,10 @@ public sealed class ImageLoader
             throw new ImageLoadException(source, failure, $"{reason} ({ex.GetType().Name}: {ex.Message})", ex);
         }
         if (info is null)
-            throw new ImageLoadException(source, ImageLoadFailure.UnknownFormat, $"no {format} decoder recognised the header");
+        {
+            var (failure, reason) = ImageFileFormat.Check(format, data) ?? (ImageLoadFailure.UnknownFormat, $"no {format} decoder recognised the header");
+            throw new ImageLoadException(source, failure, reason);
+        }
         if (info.Width <= 0 || info.Height <= 0)
             throw new ImageLoadException(source, ImageLoadFailure.Corrupt, $"the header declares invalid dimensions {info.Width}x{info.Height}");
         if (info.Width > Options.MaxDimension || info.Height > Options.MaxDimension)

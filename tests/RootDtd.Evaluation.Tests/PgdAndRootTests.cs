@@ -199,3 +199,29 @@ public class ResultTableTests
         FluentActions.Invoking(() => t.AddRow("x", new Dictionary<string, double> { ["c"] = 1 })).Should().Throw<ArgumentException>().WithMessage("*c*");
     }
 }
+
+public class MemoryTests
+{
+    [Fact]
+    public void MetricsDoNotLeakTensors()
+    {
+        torch.manual_seed(1);
+        var net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 3));
+        Func<Tensor, Tensor> model = x => net.call(x);
+        HeatmapSource explain = (x, t) => x.abs().sum(1);
+        using var x = torch.randn(5, 3, 6, 6, generator: new torch.Generator(2));
+        using var y = L(0, 1, 2, 0, 1);
+        using var m = (torch.rand(5, 6, 6, generator: new torch.Generator(3)) > 0.5).to(ScalarType.Int64);
+        void RunAll()
+        {
+            PixelPerturbation.Evaluate(model, explain, EvaluationBatch.Split(x, y, null, 2));
+            Localization.Evaluate(explain, EvaluationBatch.Split(x, y, m, 2));
+            RelevanceGuidedPgd.Evaluate(model, explain, EvaluationBatch.Split(x, y, null, 2), new PgdOptions { TopK = 3, MaxIterations = 3 });
+        }
+
+        RunAll();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 3; i++) RunAll();
+        DisposeScopeManager.Statistics.ThreadTotalLiveCount.Should().BeLessThanOrEqualTo(before);
+    }
+}

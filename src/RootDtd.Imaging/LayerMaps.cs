@@ -21,7 +21,7 @@ public static class LayerMaps
         if (!layerRelevance.is_floating_point())
             throw new ArgumentException($"Expected a floating-point tensor, got {layerRelevance.dtype}.", nameof(layerRelevance));
         using var scope = NewDisposeScope();
-        return layerRelevance.detach().to(ScalarType.Float32).cpu().sum(layerRelevance.dim() == 3 ? 0 : 1)
+        return layerRelevance.detach().to(ScalarType.Float32).cpu().sum(layerRelevance.dim() == 3 ? 0L : 1L)
             .MoveToOuterDisposeScope();
     }
 

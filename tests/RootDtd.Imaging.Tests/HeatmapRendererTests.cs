@@ -97,13 +97,13 @@ public class HeatmapRendererTests
     public void Nan_or_infinity_is_an_argument_exception_naming_the_heatmap()
     {
         using var scope = NewDisposeScope();
-        var nan = zeros(4, 4);
+        var nan = zeros(new long[] { 4, 4 });
         nan[1, 1] = tensor(float.NaN);
-        var inf = zeros(4, 4);
+        var inf = zeros(new long[] { 4, 4 });
         inf[2, 2] = tensor(float.PositiveInfinity);
         ((Action)(() => HeatmapRenderer.Render(nan))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmaps" || e.ParamName == "heatmap").WithMessage("*NaN*");
         ((Action)(() => HeatmapRenderer.ComputeIntensity(inf))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap").WithMessage("*infinite*");
-        ((Action)(() => HeatmapRenderer.ComputeIntensity(zeros(2, 2, 2, 2)))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap");
+        ((Action)(() => HeatmapRenderer.ComputeIntensity(zeros(new long[] { 2, 2, 2, 2 })))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap");
     }
 
     [Fact]
@@ -193,7 +193,7 @@ public class HeatmapRendererTests
     [Fact]
     public void Mean_cropping_with_signed_mode_is_rejected()
     {
-        using var map = zeros(2, 2);
+        using var map = zeros(new long[] { 2, 2 });
         ((Action)(() => HeatmapRenderer.Render(map, new HeatmapOptions { Mode = HeatmapMode.Signed, MeanCropping = true })))
             .Should().Throw<ArgumentException>();
     }

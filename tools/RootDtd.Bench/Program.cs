@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using RootDtd;
+using RootDtd.Composites;
+using RootDtd.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+// RootDtd benchmark: time per image of forward, forward + input gradient and every composite of MethodCatalog.All on
+// torchvision-shape models (random weights, eval, CPU), plus an optional memory-stability loop. See README in this folder.
+//   dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|a,b]
+//       [--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--out results.md]
+
+TorchSharpNative.EnsureLoadable();
+var options = BenchOptions.Parse(args);
+if (options is null) return 2;
+torch.set_num_threads(options.Threads);
+var report = new StringBuilder();
+void Out(string line = "")
+{
+    Console.WriteLine(line);
+    report.AppendLine(line);
+}
+void Progress(string line) => Console.Error.WriteLine(line);
+
+Out($"# RootDtd benchmark");
+Out();
+Out($"- machine: {Environment.ProcessorCount} logical CPUs, {RuntimeInformationText()}, torch threads {torch.get_num_threads()}");
+Out($"- TorchSharp native: {TorchSharpNative.Description}");
+Out($"- images {options.Size}×{options.Size}, float32, CPU, random weights (seed 0), eval; median of {options.Repeats} timed runs after {options.Warmup} warm-up run(s)");
+Out($"- ratio = method time / (forward + input gradient) of the same model and batch, measured in the same run");
+Out();
+
+var methods = options.Methods is null
+    ? MethodCatalog.All.ToList()
+    : options.Methods.Select(MethodCatalog.Get).ToList();
+
+foreach (var modelName in options.Models)
+{
+    foreach (var batch in options.Batches)
+    {
+        using var model = CreateModel(modelName);
+        model.eval();
+        torch.manual_seed(1);
+        using var x = torch.randn(batch, 3, options.Size, options.Size);
+        var rows = new List<(string Name, double Ms, string Note)>();
+        var label = $"{modelName} b={batch}";
+
+        var forward = Time(label, "forward", () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            model.call(x).sum().item<float>();
+        });
+        var gradient = Time(label, "forward+gradient", () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            var xi = x.detach().requires_grad_(true);
+            var logits = model.call(xi);
+            var score = logits.gather(1, logits.argmax(1, keepdim: true)).sum();
+            torch.autograd.grad(new[] { score }, new[] { xi })[0].sum().item<float>();
+        });
+        rows.Add(("forward (no_grad)", forward, ""));
+        rows.Add(("forward + input gradient", gradient, ""));
+
+        var breakdowns = new List<(string Method, List<(string Unit, double Ms)> Units)>();
+        foreach (var method in methods)
+        {
+            var low = torch.full(new long[] { 1, 3, 1, 1 }, -3f);
+            var high = torch.full(new long[] { 1, 3, 1, 1 }, 3f);
+            var explainerOptions = new ExplainerOptions { InputLow = low, InputHigh = high };
+            double ms;
+            string note = "";
+            try
+            {
+                using var explainer = new Explainer(model, method.CreateDefault(), explainerOptions);
+                ms = Time(label, method.Name, () =>
+                {
+                    using var e = explainer.Explain(x);
+                });
+                // root-inference composites report per-unit diagnostics: one extra run to collect them
+                using var diagExplainer = new Explainer(model, method.CreateDefault(),
+                    new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
+                using var d = diagExplainer.Explain(x);
+                if (d.Diagnostics.Count > 0)
+                    breakdowns.Add((method.Name, d.Diagnostics.GroupBy(u => u.Unit).Select(g => (g.Key, g.Sum(u => u.Milliseconds))).OrderByDescending(u => u.Item2).ToList()));
+            }
+            catch (Exception e) when (e is ExplanationException or ArgumentException or NotSupportedException)
+            {
+                ms = double.NaN;
+                note = "failed: " + e.Message.Split('\n')[0];
+                Progress($"[{label}] {method.Name}: {note}");
+            }
+            finally
+            {
+                low.Dispose();
+                high.Dispose();
+            }
+            rows.Add((method.Name, ms, note));
+        }
+
+        Out($"## {modelName}, batch {batch}");
+        Out();
+        Out("| method | ms/image | × forward+gradient | note |");
+        Out("|---|---:|---:|---|");
+        foreach (var (name, ms, note) in rows)
+        {
+            var perImage = ms / batch;
+            var ratio = ms / gradient;
+            Out(string.Create(CultureInfo.InvariantCulture, $"| {name} | {(double.IsNaN(ms) ? "–" : perImage.ToString("F1", CultureInfo.InvariantCulture))} | {(double.IsNaN(ms) ? "–" : ratio.ToString("F2", CultureInfo.InvariantCulture))} | {note} |"));
+        }
+        Out();
+        foreach (var (method, units) in breakdowns)
+        {
+            var total = units.Sum(u => u.Ms);
+            Out($"Per-unit time of {method} (one run with diagnostics; {total:F0} ms in rules over {units.Count} units), top 10:");
+            Out();
+            Out("| unit | ms | share |");
+            Out("|---|---:|---:|");
+            foreach (var (unit, ms) in units.Take(10))
+                Out(string.Create(CultureInfo.InvariantCulture, $"| {unit} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} |"));
+            Out();
+        }
+    }
+}
+
+if (options.MemoryIterations > 0) MemoryLoop(options.MemoryIterations, options.MemorySize, methods.FirstOrDefault(m => m.Name == "epsilon-plus-flat") ?? methods[0]);
+
+if (options.OutFile is { } outFile)
+{
+    File.WriteAllText(outFile, report.ToString());
+    Progress($"wrote {outFile}");
+}
+return 0;
+
+double Time(string label, string what, Action run)
+{
+    for (var i = 0; i < options.Warmup; i++)
+    {
+        Progress($"[{label}] {what}: warm-up {i + 1}/{options.Warmup}");
+        run();
+    }
+    var times = new List<double>();
+    for (var i = 0; i < options.Repeats; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        run();
+        times.Add(sw.Elapsed.TotalMilliseconds);
+        Progress(string.Create(CultureInfo.InvariantCulture, $"[{label}] {what}: run {i + 1}/{options.Repeats} {times[^1]:F0} ms"));
+    }
+    times.Sort();
+    return times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
+}
+
+void MemoryLoop(int iterations, int size, ExplanationMethod method)
+{
+    const int batch = 2;
+    Out($"## Memory: resnet18 at {size}×{size}, batch {batch}, {method.Name}, {iterations} explanations");
+    Out();
+    using var model = RootDtd.Models.ResNet.ResNet18();
+    model.eval();
+    torch.manual_seed(2);
+    using var x = torch.randn(batch, 3, size, size);
+    using var explainer = new Explainer(model, method.CreateDefault());
+    Out("| iteration | VmRSS (MiB) | live tensors (thread) |");
+    Out("|---:|---:|---:|");
+    var sw = Stopwatch.StartNew();
+    for (var i = 1; i <= iterations; i++)
+    {
+        using (var e = explainer.Explain(x)) { }
+        if (i == 1 || i % 100 == 0 || i == iterations)
+        {
+            var line = string.Create(CultureInfo.InvariantCulture,
+                $"| {i} | {VmRssMiB():F0} | {DisposeScopeManager.Statistics.ThreadTotalLiveCount} |");
+            if (i == 1 || i == 100 || i == iterations) Out(line);
+            Progress($"[memory] {line} ({sw.Elapsed.TotalSeconds:F0} s)");
+        }
+    }
+    Out();
+}
+
+static double VmRssMiB()
+{
+    if (!File.Exists("/proc/self/status")) return double.NaN;
+    var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+    return line is null ? double.NaN : double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+}
+
+static nn.Module<Tensor, Tensor> CreateModel(string name)
+{
+    torch.manual_seed(0);
+    return name.ToLowerInvariant() switch
+    {
+        "resnet18" => RootDtd.Models.ResNet.ResNet18(),
+        "resnet34" => RootDtd.Models.ResNet.ResNet34(),
+        "resnet50" => RootDtd.Models.ResNet.ResNet50(),
+        "vgg11" => RootDtd.Models.Vgg.Vgg11(),
+        "vgg16" => RootDtd.Models.Vgg.Vgg16(),
+        "vgg19" => RootDtd.Models.Vgg.Vgg19(),
+        _ => throw new ArgumentException($"Unknown model '{name}' (resnet18, resnet34, resnet50, vgg11, vgg16, vgg19)."),
+    };
+}
+
+static string RuntimeInformationText()
+{
+    var cpu = File.Exists("/proc/cpuinfo")
+        ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+        : null;
+    return $"{cpu ?? System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString()}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}";
+}
+
+internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Methods, int Repeats, int Warmup, int Size, int Threads,
+    int MemoryIterations, int MemorySize, string? OutFile)
+{
+    public static BenchOptions? Parse(string[] args)
+    {
+        var o = new BenchOptions(new[] { "resnet18", "vgg16" }, new[] { 1, 8 }, null, 3, 1, 224, Environment.ProcessorCount, 0, 112, null);
+        var memoryOnly = false;
+        var modelsGiven = false;
+        for (var i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+            int[] Ints(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+            switch (args[i])
+            {
+                case "--models": o = o with { Models = Next().Split(',', StringSplitOptions.RemoveEmptyEntries) }; modelsGiven = true; break;
+                case "--batch": o = o with { Batches = Ints(Next()) }; break;
+                case "--methods":
+                    var m = Next();
+                    o = o with { Methods = m == "all" ? null : m.Split(',', StringSplitOptions.RemoveEmptyEntries) };
+                    break;
+                case "--repeats": o = o with { Repeats = Math.Max(1, Ints(Next())[0]) }; break;
+                case "--warmup": o = o with { Warmup = Math.Max(0, Ints(Next())[0]) }; break;
+                case "--size": o = o with { Size = Ints(Next())[0] }; break;
+                case "--threads": o = o with { Threads = Ints(Next())[0] }; break;
+                case "--memory": o = o with { MemoryIterations = Ints(Next())[0] }; memoryOnly = true; break;
+                case "--memory-size": o = o with { MemorySize = Ints(Next())[0] }; break;
+                case "--out": o = o with { OutFile = Next() }; break;
+                case "-h" or "--help":
+                    Console.WriteLine("dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|name,...] " +
+                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--out results.md]");
+                    Console.WriteLine("methods: " + string.Join(", ", MethodCatalog.All.Select(x => x.Name)));
+                    return null;
+                default:
+                    Console.Error.WriteLine($"Unknown argument '{args[i]}' (see --help).");
+                    return null;
+            }
+        }
+        // "--memory N" alone runs only the memory loop
+        if (memoryOnly && !modelsGiven) o = o with { Models = Array.Empty<string>() };
+        return o;
+    }
+}

@@ -45,7 +45,7 @@ public sealed class ImageGrid
 
     /// <summary>Appends a cell (filled row by row).</summary>
     /// <param name="image">The image (not copied; not disposed by the grid).</param>
-    /// <param name="title">Optional title drawn above the image; cut to the cell width.</param>
+    /// <param name="title">Optional title drawn above the image; drawn smaller, then cut, when wider than the cell.</param>
     public ImageGrid Add(Image<Rgb24> image, string? title = null)
     {
         ArgumentNullException.ThrowIfNull(image);
@@ -87,9 +87,12 @@ public sealed class ImageGrid
                 int top = Padding + (i / Columns) * (cellHeight + Padding);
                 if (!string.IsNullOrEmpty(title))
                 {
-                    string fitted = FitTitle(title, cellWidth);
-                    int textWidth = BitmapFont.MeasureWidth(fitted, TitleScale);
-                    BitmapFont.DrawText(canvas, fitted, left + (cellWidth - textWidth) / 2, top, TitleColor, TitleScale);
+                    // Titles too wide for the cell are drawn at scale 1, and cut with ".." if still too wide.
+                    int scale = BitmapFont.MeasureWidth(title, TitleScale) <= cellWidth ? TitleScale : 1;
+                    string fitted = FitTitle(title, cellWidth, scale);
+                    int textWidth = BitmapFont.MeasureWidth(fitted, scale);
+                    int textTop = top + (TitleScale - scale) * BitmapFont.GlyphHeight / 2;
+                    BitmapFont.DrawText(canvas, fitted, left + (cellWidth - textWidth) / 2, textTop, TitleColor, scale);
                 }
                 if (image is not null)
                 {
@@ -155,9 +158,9 @@ public sealed class ImageGrid
         }
     }
 
-    private string FitTitle(string title, int maxWidth)
+    private static string FitTitle(string title, int maxWidth, int scale)
     {
-        int maxChars = (maxWidth / TitleScale + 1) / BitmapFont.Advance;
+        int maxChars = (maxWidth / scale + 1) / BitmapFont.Advance;
         if (title.Length <= maxChars) return title;
         if (maxChars <= 2) return title[..Math.Max(0, maxChars)];
         return title[..(maxChars - 2)] + "..";

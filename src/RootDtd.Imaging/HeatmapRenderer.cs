@@ -35,7 +35,7 @@ public static class HeatmapRenderer
     /// <param name="options">Rendering options; <c>null</c> means <see cref="HeatmapOptions.Default"/>.</param>
     public static Image<Rgb24> Render(Tensor heatmap, HeatmapOptions? options = null)
     {
-        var images = RenderBatch(heatmap, options);
+        var images = RenderMaps(heatmap, options, nameof(heatmap));
         if (images.Count != 1)
         {
             foreach (var image in images) image.Dispose();
@@ -47,11 +47,14 @@ public static class HeatmapRenderer
     /// <summary>Renders every map of a [B,H,W] (or [H,W]) heatmap tensor; the caller disposes the images.</summary>
     /// <param name="heatmaps">The heatmaps; must be finite.</param>
     /// <param name="options">Rendering options; <c>null</c> means <see cref="HeatmapOptions.Default"/>.</param>
-    public static IReadOnlyList<Image<Rgb24>> RenderBatch(Tensor heatmaps, HeatmapOptions? options = null)
+    public static IReadOnlyList<Image<Rgb24>> RenderBatch(Tensor heatmaps, HeatmapOptions? options = null) =>
+        RenderMaps(heatmaps, options, nameof(heatmaps));
+
+    private static List<Image<Rgb24>> RenderMaps(Tensor heatmaps, HeatmapOptions? options, string paramName)
     {
         options ??= HeatmapOptions.Default;
         options.Validate();
-        var (values, shape, count, mapSize) = ReadMaps(heatmaps, nameof(heatmaps));
+        var (values, shape, count, mapSize) = ReadMaps(heatmaps, paramName);
         int height = (int)shape[^2], width = (int)shape[^1];
         var images = new List<Image<Rgb24>>(count);
         for (int b = 0; b < count; b++)

@@ -101,7 +101,7 @@ public class HeatmapRendererTests
         nan[1, 1] = tensor(float.NaN);
         var inf = zeros(new long[] { 4, 4 });
         inf[2, 2] = tensor(float.PositiveInfinity);
-        ((Action)(() => HeatmapRenderer.Render(nan))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmaps" || e.ParamName == "heatmap").WithMessage("*NaN*");
+        ((Action)(() => HeatmapRenderer.Render(nan))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap").WithMessage("*NaN*");
         ((Action)(() => HeatmapRenderer.ComputeIntensity(inf))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap").WithMessage("*infinite*");
         ((Action)(() => HeatmapRenderer.ComputeIntensity(zeros(new long[] { 2, 2, 2, 2 })))).Should().Throw<ArgumentException>().Where(e => e.ParamName == "heatmap");
     }

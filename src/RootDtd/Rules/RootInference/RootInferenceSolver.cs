@@ -1,0 +1,228 @@
+using RootDtd.Graph;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd.Rules.RootInference;
+
+/// <summary>
+/// What <see cref="RootInferenceSolver.Solve"/> found for one unit. Every per-sample quantity has the batch as its
+/// first dimension. The tensors belong to the dispose scope that was current when <c>Solve</c> was called.
+/// </summary>
+public sealed class RootInferenceResult
+{
+    internal RootInferenceResult(Tensor signal, Tensor root, Tensor inputRelevance, Tensor contribution, Tensor initialLoss, Tensor finalLoss,
+        Tensor acceptedSteps, Tensor? lossTrace)
+    {
+        Signal = signal;
+        Root = root;
+        InputRelevance = inputRelevance;
+        Contribution = contribution;
+        InitialLoss = initialLoss;
+        FinalLoss = finalLoss;
+        AcceptedSteps = acceptedSteps;
+        LossTrace = lossTrace;
+    }
+
+    /// <summary>The signal <c>S = T_steps</c> (input shape).</summary>
+    public Tensor Signal { get; }
+
+    /// <summary>The root <c>N = x − S</c> (input shape).</summary>
+    public Tensor Root { get; }
+
+    /// <summary>The relevance of the unit's inputs (input shape).</summary>
+    public Tensor InputRelevance { get; }
+
+    /// <summary><c>F(S)</c>, the evidence of every output under the signal (output shape).</summary>
+    public Tensor Contribution { get; }
+
+    /// <summary><c>L(x)</c> per sample [B].</summary>
+    public Tensor InitialLoss { get; }
+
+    /// <summary><c>L(S)</c> per sample [B].</summary>
+    public Tensor FinalLoss { get; }
+
+    /// <summary>Number of accepted steps per sample [B] (the unit's dtype).</summary>
+    public Tensor AcceptedSteps { get; }
+
+    /// <summary><c>L(T_k)</c> for k = 0 … steps, shape [steps + 1, B]; only when requested.</summary>
+    public Tensor? LossTrace { get; }
+}
+
+/// <summary>
+/// The constrained root inference of one conv/linear unit (docs/root-inference.md, spec "Iteration" and
+/// "Redistribution"): projected gradient descent on <c>L(T) = Σ_j (F_j(T) − R_j)²</c> from <c>T₀ = x</c> with an exact
+/// line search, per-sample step scales and acceptance, then redistribution of <c>R</c> along <c>F</c> at the signal.
+/// Every step costs three layer evaluations (F at the candidate, the transposed map for the gradient, J·g); the
+/// positive map off the ReLU domain doubles each (W⁺ and W⁻ halves). Nothing leaves the device inside the loop.
+/// </summary>
+public static class RootInferenceSolver
+{
+    /// <summary>Solves one unit for a batch of independent samples.</summary>
+    /// <param name="unit">The layer (weight; the bias is never part of F).</param>
+    /// <param name="input">The unit's input x [B, …].</param>
+    /// <param name="relevance">The relevance R of the unit's outputs [B, …].</param>
+    /// <param name="domain">Where x lives (decides the box and lets the ReLU domain use <c>F(T) = W⁺T</c>).</param>
+    /// <param name="low">Lower input bound at the unit's input (required for <see cref="InputDomain.PixelBox"/>).</param>
+    /// <param name="high">Upper input bound at the unit's input (required for <see cref="InputDomain.PixelBox"/>).</param>
+    /// <param name="options">Rule options (default: the spec's).</param>
+    /// <param name="traceLoss">Also return <see cref="RootInferenceResult.LossTrace"/>.</param>
+    public static RootInferenceResult Solve(LinearUnit unit, Tensor input, Tensor relevance, InputDomain domain, Tensor? low = null, Tensor? high = null,
+        RootInferenceOptions? options = null, bool traceLoss = false)
+    {
+        ArgumentNullException.ThrowIfNull(unit);
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(relevance);
+        options ??= RootInferenceOptions.Default;
+        if (!options.DomainConstraint) domain = InputDomain.Free;
+        if (domain == InputDomain.PixelBox && (low is null || high is null))
+            throw new ExplanationException("Root inference on the input layer (PixelBox domain) needs both input bounds.");
+        if (input.shape[0] != relevance.shape[0])
+            throw new ExplanationException($"Root inference: the input batch ({input.shape[0]}) and the relevance batch ({relevance.shape[0]}) differ.");
+
+        using var outer = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var x = input.detach();
+        var r = relevance.detach().to(x.dtype);
+        var batch = x.shape[0];
+        var map = new ContributionMap(unit, x, domain, options.PositiveConstraint);
+        var (lo, hi) = Box(x, domain, options.GradientConstraint, low, high);
+
+        var inShape = BatchView(x.dim(), batch);
+        var outShape = BatchView(r.dim(), batch);
+
+        // carried state: T, its mask, F(T), L(T), step scale s, accepted count
+        var t = x.clone();
+        var mask = map.Mask(t);
+        var f = map.Apply(t, mask);
+        var loss = SumPerSample(Square(f - r));
+        var initialLoss = loss.clone();
+        var scale = torch.full(new[] { batch }, options.Gamma, dtype: x.dtype, device: x.device);
+        var accepted = torch.zeros(batch, dtype: x.dtype, device: x.device);
+        var trace = traceLoss ? new List<Tensor> { loss.clone() } : null;
+
+        for (var k = 0; k < options.Steps; k++)
+        {
+            using var step = torch.NewDisposeScope();
+            var g = map.ApplyTransposed((f - r) * 2, mask, x.shape);
+            var jg = map.Apply(g, mask);
+            var gg = SumPerSample(g * g);
+            var jj = SumPerSample(jg * jg);
+            var positive = jj.gt(0);
+            var alpha = torch.where(positive, gg / (torch.where(positive, jj, torch.ones_like(jj)) * 2), torch.zeros_like(jj));
+            var candidate = Project(t - (scale * alpha).view(inShape) * g, lo, hi);
+            var candidateMask = map.Mask(candidate);
+            var candidateF = map.Apply(candidate, candidateMask);
+            var candidateLoss = SumPerSample(Square(candidateF - r));
+            var accept = candidateLoss.le(loss);
+            var acceptIn = accept.view(inShape);
+
+            var nextT = torch.where(acceptIn, candidate, t).MoveToOuterDisposeScope();
+            var nextMask = mask is null ? null : torch.where(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
+            var nextF = torch.where(accept.view(outShape), candidateF, f).MoveToOuterDisposeScope();
+            var nextLoss = torch.where(accept, candidateLoss, loss).MoveToOuterDisposeScope();
+            var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
+            var nextAccepted = (accepted + accept.to(x.dtype)).MoveToOuterDisposeScope();
+            Replace(ref t, nextT);
+            ReplaceMask(ref mask, nextMask);
+            Replace(ref f, nextF);
+            if (trace is null) Replace(ref loss, nextLoss);
+            else
+            {
+                loss = nextLoss;
+                trace.Add(loss);
+            }
+            Replace(ref scale, nextScale);
+            Replace(ref accepted, nextAccepted);
+        }
+
+        var q = options.Redistribution == RootRedistribution.Normalized ? Stabilizer.Spec.Divide(r, f) : torch.ones_like(f);
+        var rIn = t * map.ApplyTransposed(q, mask, x.shape);
+        var root = x - t;
+        var result = new RootInferenceResult(t, root, rIn, f, initialLoss, loss, accepted, trace is null ? null : torch.stack(trace));
+        foreach (var tensor in new[] { t, root, rIn, f, initialLoss, loss, accepted, result.LossTrace })
+            tensor?.MoveToOuterDisposeScope();
+        return result;
+    }
+
+    private static void Replace(ref Tensor current, Tensor next)
+    {
+        var old = current;
+        current = next;
+        old.Dispose();
+    }
+
+    private static void ReplaceMask(ref Tensor? current, Tensor? next)
+    {
+        var old = current;
+        current = next;
+        old?.Dispose();
+    }
+
+    private static long[] BatchView(long dims, long batch)
+    {
+        var shape = new long[dims];
+        Array.Fill(shape, 1L);
+        shape[0] = batch;
+        return shape;
+    }
+
+    private static Tensor Square(Tensor t) => t * t;
+
+    private static Tensor SumPerSample(Tensor t) => t.reshape(t.shape[0], -1).sum(1);
+
+    private static (Tensor? Lo, Tensor? Hi) Box(Tensor x, InputDomain domain, bool gradientConstraint, Tensor? low, Tensor? high) => domain switch
+    {
+        InputDomain.Relu => (torch.zeros_like(x), gradientConstraint ? x : null),
+        InputDomain.PixelBox => (x - high!.to(x.dtype).expand(x.shape), x - low!.to(x.dtype).expand(x.shape)),
+        _ => (null, null),
+    };
+
+    private static Tensor Project(Tensor t, Tensor? lo, Tensor? hi)
+    {
+        if (lo is not null) t = torch.maximum(t, lo);
+        if (hi is not null) t = torch.minimum(t, hi);
+        return t;
+    }
+
+    /// <summary>
+    /// F and its Jacobian. Linear (no mask) for the plain map and for the positive map on the ReLU domain
+    /// (<c>F(T) = W⁺T</c>); otherwise <c>W⁺·(v⊙m) + W⁻·(v⊙(1−m))</c> with the mask <c>m = [T ≥ 0]</c> held constant.
+    /// </summary>
+    private sealed class ContributionMap
+    {
+        private readonly LinearUnit _unit;
+        private readonly Tensor _weight;
+        private readonly Tensor? _negative;
+
+        public ContributionMap(LinearUnit unit, Tensor x, InputDomain domain, bool positive)
+        {
+            _unit = unit;
+            var w = unit.Weight.dtype == x.dtype && unit.Weight.device_type == x.device_type && unit.Weight.device_index == x.device_index ? unit.Weight : unit.Weight.to(x.dtype).to(x.device);
+            if (!positive)
+            {
+                _weight = w;
+                return;
+            }
+            _weight = ReferenceEquals(w, unit.Weight) ? unit.GetParameter("w:+", () => unit.Weight.clamp(min: 0)) : w.clamp(min: 0);
+            if (domain != InputDomain.Relu)
+                _negative = ReferenceEquals(w, unit.Weight) ? unit.GetParameter("w:-", () => unit.Weight.clamp(max: 0)) : w.clamp(max: 0);
+        }
+
+        public Tensor? Mask(Tensor t) => _negative is null ? null : t.ge(0);
+
+        public Tensor Apply(Tensor v, Tensor? mask)
+        {
+            if (mask is null) return _unit.Forward(v, _weight, null);
+            var vp = torch.where(mask, v, torch.zeros_like(v));
+            return _unit.Forward(vp, _weight, null) + _unit.Forward(v - vp, _negative!, null);
+        }
+
+        public Tensor ApplyTransposed(Tensor r, Tensor? mask, long[] inputShape)
+        {
+            if (mask is null) return _unit.Transpose(r, _weight, inputShape);
+            var p = _unit.Transpose(r, _weight, inputShape);
+            var n = _unit.Transpose(r, _negative!, inputShape);
+            return torch.where(mask, p, n);
+        }
+    }
+}

@@ -54,6 +54,12 @@ public static class MethodCatalog
             p => Composites.Combination(p["epsilon"], p["gamma"]));
         Add("gradient", "the gradient of the target logit (baseline)", new(), _ => Composites.Gradient());
         Add("gradient-x-input", "input × gradient of the target logit (baseline)", new(), _ => Composites.GradientTimesInput());
+        Add("root", "constrained root inference on every conv/linear layer (spec default composite; ablations as parameters)",
+            RootComposites.DefaultParameters(), p => RootComposites.Root(RootComposites.OptionsFrom(p)));
+        Add("root-upper-half", "root inference on the upper units (index ≥ ⌊n·(1−fraction)⌋), z⁺ below",
+            new(RootComposites.DefaultParameters()) { ["fraction"] = 0.5 }, p => RootComposites.RootUpper(p["fraction"], RootComposites.OptionsFrom(p), name: "root-upper-half"));
+        Add("root-flat-input", "Flat on the input layer, root inference on every other conv/linear layer",
+            RootComposites.DefaultParameters(), p => RootComposites.RootFlatInput(RootComposites.OptionsFrom(p)));
     }
 
     /// <summary>All methods in registration order.</summary>

@@ -86,6 +86,7 @@ public sealed class ConservationReport
 }
 
 /// <summary>The result of <see cref="Explainer.Explain(Tensor, long[])"/>. Owns its tensors: dispose it when done.</summary>
+[Display.TypeFormatterSource(typeof(Display.ExplanationFormatterSource), PreferredMimeTypes = new[] { "text/html", "text/plain" })]
 public sealed class Explanation : IDisposable
 {
     internal Explanation(string method, Tensor input, Tensor relevance, Tensor logits, long[] targets, IReadOnlyDictionary<string, Tensor> layers,

@@ -1,0 +1,48 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using RootDtd.Composites;
+
+namespace RootDtd.Cli.Commands;
+
+/// <summary><c>rootdtd methods [--json]</c>: every explanation method of <see cref="MethodCatalog"/> with its description and parameters.</summary>
+public sealed class MethodsCommand : ICliCommand
+{
+    /// <inheritdoc />
+    public Command Build(CliEnvironment environment)
+    {
+        var json = new Option<bool>("--json") { Description = "Print the list as JSON (name, description, parameters with defaults)." };
+        var command = new Command("methods", "List every explanation method usable with 'explain --method', with its parameters and their defaults.") { json };
+        command.SetAction(parse => CommandAction.Run(environment, () =>
+        {
+            Write(environment.Out, parse.GetValue(json));
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    /// <summary>Writes the method list as text or JSON.</summary>
+    public static void Write(TextWriter output, bool asJson)
+    {
+        var methods = MethodCatalog.All;
+        if (asJson)
+        {
+            var list = methods.Select(m => new { name = m.Name, description = m.Description, parameters = m.Parameters });
+            output.WriteLine(JsonSerializer.Serialize(list, new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        output.WriteLine("Explanation methods (use: --method NAME or --method NAME:key=value,key=value):");
+        output.WriteLine();
+        var width = Math.Max(12, methods.Count == 0 ? 0 : methods.Max(m => m.Name.Length)) + 2;
+        foreach (var m in methods)
+        {
+            output.WriteLine($"  {m.Name.PadRight(width)}{m.Description}");
+            var parameters = m.Parameters.Count == 0 ? "none" : FormatParameters(m.Parameters);
+            output.WriteLine($"  {new string(' ', width)}parameters: {parameters}");
+        }
+    }
+
+    /// <summary><c>key=value, key=value</c> with invariant numbers.</summary>
+    public static string FormatParameters(IReadOnlyDictionary<string, double> parameters) =>
+        string.Join(", ", parameters.Select(p => p.Key + "=" + p.Value.ToString("g", CultureInfo.InvariantCulture)));
+}

@@ -1,0 +1,290 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using RootDtd.Composites;
+using RootDtd.Imaging;
+using RootDtd.Models;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RootDtd.Cli.Explain;
+
+/// <summary>
+/// Runs <c>rootdtd explain</c>: builds the model, loads the weights, explains the images batch by batch and writes
+/// the heatmap, overlay, layer maps and JSON report of every image. An image that cannot be loaded or written is
+/// reported (naming the file) and skipped; the run then ends with exit code 1.
+/// </summary>
+public sealed class ExplainRunner
+{
+    private readonly ExplainSettings _settings;
+    private readonly CliEnvironment _env;
+
+    /// <summary>Creates a runner.</summary>
+    public ExplainRunner(ExplainSettings settings, CliEnvironment environment)
+    {
+        _settings = settings ?? throw new ArgumentNullException(nameof(settings));
+        _env = environment ?? throw new ArgumentNullException(nameof(environment));
+    }
+
+    /// <summary>The version written into reports.</summary>
+    public static string Version { get; } = ReadVersion();
+
+    /// <summary>Runs; returns the exit code. Usage problems found late (e.g. an unknown <c>--layers</c> module) throw <see cref="UsageException"/>.</summary>
+    public int Run()
+    {
+        var s = _settings;
+        var total = Stopwatch.StartNew();
+        var device = ResolveDevice(s.Device);
+
+        var model = ModelZoo.Create(s.Architecture, s.Classes);
+        if (s.WeightsPath is null)
+        {
+            _env.WriteWarning($"no --weights given: {s.Architecture} has random weights, so the explanations show nothing meaningful.");
+        }
+        else
+        {
+            var loaded = ModelWeights.Load(model, s.WeightsPath);
+            if (!s.Quiet && loaded.StrippedPrefix.Length > 0)
+                _env.Out.WriteLine($"Removed the prefix '{loaded.StrippedPrefix}' from the keys of {s.WeightsPath}.");
+        }
+        model.eval();
+        if (s.DType != ScalarType.Float32) model.to(s.DType);
+        if (device.type != DeviceType.CPU) model.to(device);
+
+        var loader = new ImageLoader(new ImageLoadOptions { ResizeShorterSide = s.Resize, CropSize = s.Size, Normalization = s.Normalization });
+        using var low = s.Normalization.LowerBound();
+        using var high = s.Normalization.UpperBound();
+        var options = new ExplainerOptions { InputLow = low, InputHigh = high, RecordLayers = s.Layers, CollectDiagnostics = s.Diagnostics };
+        using var explainer = new Explainer(model, s.Method.Composite, options);
+        CheckLayers(explainer);
+        var rules = explainer.RuleAssignment.Select(r => new RuleEntry(r.Node, r.Rule)).ToList();
+
+        Directory.CreateDirectory(s.OutputDirectory);
+        var stems = UniqueStems(s.Images);
+        var failures = new List<string>();
+        var progress = s.Quiet || s.Images.Count < 2 ? null : new ProgressBar(_env.Error, s.Images.Count, _env.ErrorIsTerminal);
+        var done = 0;
+        var work = Stopwatch.StartNew();
+        progress?.Report(0, work.Elapsed);
+        for (var start = 0; start < s.Images.Count; start += s.BatchSize)
+        {
+            var chunk = Enumerable.Range(start, Math.Min(s.BatchSize, s.Images.Count - start)).ToList();
+            var images = new List<(int Index, LoadedImage Image, double LoadMs)>();
+            try
+            {
+                foreach (var i in chunk)
+                {
+                    var watch = Stopwatch.StartNew();
+                    try
+                    {
+                        images.Add((i, loader.Load(s.Images[i]), watch.Elapsed.TotalMilliseconds));
+                    }
+                    catch (ImageLoadException e)
+                    {
+                        progress?.Clear();
+                        _env.WriteError(e.Message);
+                        failures.Add(s.Images[i]);
+                    }
+                }
+                if (images.Count > 0) ExplainBatch(explainer, images, stems, rules, device, failures, progress);
+            }
+            finally
+            {
+                foreach (var image in images) image.Image.Dispose();
+            }
+            done += chunk.Count;
+            progress?.Report(done, work.Elapsed);
+        }
+        progress?.Finish();
+
+        var succeeded = s.Images.Count - failures.Count;
+        if (!s.Quiet)
+        {
+            _env.Out.WriteLine(FormattableString.Invariant(
+                $"Explained {succeeded} of {s.Images.Count} image(s) with {s.Method.Method.Name} in {total.Elapsed.TotalSeconds:0.0} s; results in {s.OutputDirectory}"));
+        }
+        if (failures.Count == 0) return ExitCodes.Ok;
+        _env.WriteError($"{failures.Count} of {s.Images.Count} image(s) failed: {string.Join(", ", failures)}");
+        return ExitCodes.Failure;
+    }
+
+    private void ExplainBatch(Explainer explainer, List<(int Index, LoadedImage Image, double LoadMs)> images, string[] stems,
+        List<RuleEntry> rules, Device device, List<string> failures, ProgressBar? progress)
+    {
+        var s = _settings;
+        using var scope = torch.NewDisposeScope();
+        var batch = torch.stack(images.Select(i => i.Image.Normalized).ToArray()).to(s.DType).to(device);
+        var targets = s.Target is int t ? Enumerable.Repeat((long)t, images.Count).ToArray() : null;
+        var watch = Stopwatch.StartNew();
+        var explanation = explainer.Explain(batch, targets);
+        var batchMs = watch.Elapsed.TotalMilliseconds;
+
+        var classes = (int)explanation.Logits.shape[1];
+        var logits = explanation.Logits.to(float64).cpu().data<double>().ToArray();
+        var probabilities = torch.softmax(explanation.Logits.to(float64), 1).cpu().data<double>().ToArray();
+        var heatmaps = explanation.Heatmap.to(float32).cpu();
+        var reference = s.Method.Composite.StartRelevance == StartRelevance.TargetLogit ? "logit" : "one-hot";
+
+        for (var k = 0; k < images.Count; k++)
+        {
+            var (index, image, loadMs) = images[k];
+            var path = s.Images[index];
+            var stem = stems[index];
+            try
+            {
+                var renderWatch = Stopwatch.StartNew();
+                ClassScore Score(int c) => new(c, s.Labels?[c], logits[k * classes + c], probabilities[k * classes + c]);
+                var order = Enumerable.Range(0, classes).OrderByDescending(c => logits[k * classes + c]).ToList();
+                var explained = Score((int)explanation.Targets[k]);
+
+                var files = new OutputFiles(stem + ".heatmap.png", stem + ".overlay.png", stem + ".json", s.Layers.Count > 0 ? stem + ".layers.png" : null);
+                var heatmap = heatmaps[k];
+                using (var rendered = HeatmapRenderer.Render(heatmap, s.Heatmap)) rendered.SavePng(Out(files.Heatmap));
+                using (var overlay = HeatmapRenderer.Overlay(image.DisplayImage, heatmap, s.Heatmap)) overlay.SavePng(Out(files.Overlay));
+                var layers = WriteLayers(explanation, k, stem, image, heatmap, files.LayerFigure);
+                var renderMs = renderWatch.Elapsed.TotalMilliseconds;
+
+                var inputSum = explanation.Conservation.InputSum[k];
+                var startRelevance = explanation.Conservation.StartRelevance[k];
+                var absolute = Math.Abs(inputSum - startRelevance);
+                var report = new ImageReport
+                {
+                    Image = path,
+                    Width = image.Width,
+                    Height = image.Height,
+                    TargetMode = s.Target is null ? "predicted" : "given",
+                    Explained = explained,
+                    Predicted = Score(order[0]),
+                    Top = order.Take(5).Select(Score).ToList(),
+                    Conservation = new ConservationEntry(reference, startRelevance, explained.Logit, inputSum, absolute, absolute / Math.Max(Math.Abs(startRelevance), 1e-30)),
+                    Method = new MethodEntry(s.Method.Spec, s.Method.Method.Name, s.Method.Method.Description, s.Method.Composite.Name, s.Method.Parameters),
+                    Model = new ModelEntry(s.Architecture, s.WeightsPath, s.Classes, device.ToString(), s.DType == ScalarType.Float64 ? "float64" : "float32",
+                        s.Resize, s.Size, s.Normalization.Mean, s.Normalization.Std),
+                    Rules = rules,
+                    Layers = layers,
+                    Files = files,
+                    TimingsMs = new TimingEntry(Round(loadMs), Round(batchMs / images.Count), Round(renderMs), Round(batchMs), images.Count),
+                    Diagnostics = s.Diagnostics ? explanation.Diagnostics.Select(d => new DiagnosticsEntry(d.Unit, d.Rule, d.Domain,
+                        d.Values.Where(v => v.Value.Length > k).ToDictionary(v => v.Key, v => v.Value[k]), Round(d.Milliseconds))).ToList() : null,
+                    RootdtdVersion = Version,
+                };
+                File.WriteAllText(Out(files.Report), JsonSerializer.Serialize(report, ImageReport.JsonOptions));
+
+                if (!s.Quiet)
+                {
+                    progress?.Clear();
+                    var name = explained.ClassName is null ? string.Empty : $" \"{explained.ClassName}\"";
+                    var predicted = s.Target is null || order[0] == explained.ClassIndex ? string.Empty
+                        : $"; predicted {order[0]}{(s.Labels?[order[0]] is { } p ? $" \"{p}\"" : string.Empty)}";
+                    _env.Out.WriteLine(FormattableString.Invariant(
+                        $"{path}: class {explained.ClassIndex}{name} (logit {explained.Logit:g4}, p {explained.Probability:0.###}){predicted}; Σ relevance {inputSum:g6} vs {startRelevance:g6} (relative error {report.Conservation.RelativeError:0.##e+0})"));
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                progress?.Clear();
+                _env.WriteError($"Cannot write the results of '{path}': {e.Message}");
+                failures.Add(path);
+            }
+        }
+    }
+
+    private List<LayerEntry> WriteLayers(Explanation explanation, int k, string stem, LoadedImage image, Tensor heatmap, string? figureName)
+    {
+        var s = _settings;
+        var entries = new List<LayerEntry>();
+        if (s.Layers.Count == 0) return entries;
+        var maps = new List<(string Name, Image<Rgb24> Map)>();
+        try
+        {
+            foreach (var layer in s.Layers)
+            {
+                using var scope = torch.NewDisposeScope();
+                var relevance = explanation.LayerRelevance[layer][k];
+                var sum = relevance.sum().to(float64).cpu().item<double>();
+                if (relevance.dim() != 3)
+                {
+                    entries.Add(new LayerEntry(layer, null, relevance.shape, sum));
+                    continue;
+                }
+                var file = $"{stem}.layer-{Sanitize(layer)}.png";
+                var map = LayerMaps.Render(relevance, image.Height, image.Width, s.Heatmap);
+                maps.Add((layer, map));
+                map.SavePng(Out(file));
+                entries.Add(new LayerEntry(layer, file, relevance.shape, sum));
+            }
+            if (figureName is not null)
+            {
+                using var rendered = HeatmapRenderer.Render(heatmap, s.Heatmap);
+                var grid = new ImageGrid(Math.Min(2 + maps.Count, 6)).Add(image.DisplayImage, "input").Add(rendered, "input relevance");
+                foreach (var (name, map) in maps) grid.Add(map, name);
+                using var figure = grid.Render();
+                figure.SavePng(Out(figureName));
+            }
+        }
+        finally
+        {
+            foreach (var (_, map) in maps) map.Dispose();
+        }
+        return entries;
+    }
+
+    private void CheckLayers(Explainer explainer)
+    {
+        var known = explainer.Graph.ModuleOutputs;
+        var unknown = _settings.Layers.Where(l => l != "*" && !known.ContainsKey(l)).ToList();
+        if (unknown.Count == 0) return;
+        var names = known.Keys.ToList();
+        var top = names.Where(n => !n.Contains('.', StringComparison.Ordinal)).ToList();
+        throw new UsageException($"--layers: {_settings.Architecture} has no module {string.Join(", ", unknown.Select(u => $"'{u}'"))}. " +
+            $"Top-level modules: {string.Join(", ", top)}; nested ones are written with dots (e.g. {names.FirstOrDefault(n => n.Count(c => c == '.') == 1) ?? names.FirstOrDefault() ?? "-"}).");
+    }
+
+    private static Device ResolveDevice(string text)
+    {
+        if (text == "cpu") return torch.CPU;
+        if (!torch.cuda.is_available())
+            throw new CliFailureException($"CUDA was requested (--device {text}) but is not available: this rootdtd uses TorchSharp's CPU backend or no CUDA GPU/driver was found. Use --device cpu, or build rootdtd with a CUDA backend package (see docs/cli.md).");
+        var device = torch.device(text);
+        if (device.index >= torch.cuda.device_count())
+            throw new CliFailureException($"--device {text}: there are only {torch.cuda.device_count()} CUDA device(s).");
+        return device;
+    }
+
+    private string Out(string file) => Path.Combine(_settings.OutputDirectory, file);
+
+    /// <summary>Output names: the file name without extension, made unique with -2, -3 … when names repeat.</summary>
+    internal static string[] UniqueStems(IReadOnlyList<string> paths)
+    {
+        var used = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        var stems = new string[paths.Count];
+        for (var i = 0; i < paths.Count; i++)
+        {
+            var stem = Sanitize(Path.GetFileNameWithoutExtension(paths[i]));
+            if (stem.Length == 0) stem = "image";
+            var candidate = stem;
+            for (var n = 2; !used.Add(candidate); n++) candidate = $"{stem}-{n}";
+            stems[i] = candidate;
+        }
+        return stems;
+    }
+
+    private static string Sanitize(string name)
+    {
+        var invalid = Path.GetInvalidFileNameChars();
+        return new string(name.Select(c => invalid.Contains(c) || c == ' ' ? '_' : c).ToArray());
+    }
+
+    private static double Round(double ms) => Math.Round(ms, 3);
+
+    private static string ReadVersion()
+    {
+        var assembly = typeof(ExplainRunner).Assembly;
+        var informational = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
+        if (informational is not null) return informational.Split('+')[0];
+        return assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+    }
+}

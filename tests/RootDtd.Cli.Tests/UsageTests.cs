@@ -1,0 +1,154 @@
+using System.Text.Json;
+using FluentAssertions;
+using RootDtd.Cli.Explain;
+using RootDtd.Composites;
+using RootDtd.Models;
+using Xunit;
+
+namespace RootDtd.Cli.Tests;
+
+[Collection("cli")]
+public sealed class UsageTests
+{
+    private readonly CliFixture _f;
+
+    public UsageTests(CliFixture fixture) => _f = fixture;
+
+    private CliResult Explain(params string[] extra) => _f.Explain(_f.NewOutputDir(), extra);
+
+    [Fact]
+    public void NoArgumentsShowsHelpAndExitsTwo()
+    {
+        var r = CliFixture.Run();
+        r.ExitCode.Should().Be(2);
+        r.Out.Should().Contain("explain").And.Contain("methods");
+    }
+
+    [Fact]
+    public void HelpExitsZero()
+    {
+        var r = CliFixture.Run("explain", "--help");
+        r.ExitCode.Should().Be(0);
+        foreach (var option in new[] { "--arch", "--weights", "--method", "--target", "--out", "--layers", "--device", "--labels", "--classes", "--size", "--resize", "--batch", "--dtype" })
+            r.Out.Should().Contain(option);
+    }
+
+    [Fact]
+    public void UnknownCommandIsAUsageError()
+    {
+        var r = CliFixture.Run("explian");
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain("explian");
+    }
+
+    [Fact]
+    public void MissingRequiredOptionsAreUsageErrors()
+    {
+        var r = CliFixture.Run("explain", _f.PngA);
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain("--arch").And.Contain("--out").And.Contain("rootdtd explain --help");
+    }
+
+    [Theory]
+    [InlineData("--batch", "0", "--batch must be at least 1")]
+    [InlineData("--target", "5", "has 5 classes")]
+    [InlineData("--target", "kiwi", "--target")]
+    [InlineData("--dtype", "float16", "--dtype must be float32 or float64")]
+    [InlineData("--device", "tpu", "--device must be cpu, cuda or cuda:N")]
+    [InlineData("--heatmap", "pink", "--heatmap must be")]
+    [InlineData("--opacity", "1.5", "OverlayOpacity")]
+    [InlineData("--mean", "0.5,0.5", "three numbers")]
+    [InlineData("--resize", "20", "--resize (20) must be at least --size (32)")]
+    [InlineData("--batch", "abc", "abc")]
+    [InlineData("--bogus", "1", "--bogus")]
+    public void BadValuesAreUsageErrors(string option, string value, string message)
+    {
+        var r = Explain(_f.PngA, option, value);
+        r.ExitCode.Should().Be(2, r.ToString());
+        r.Error.Should().Contain(message);
+    }
+
+    [Fact]
+    public void UnknownArchitectureListsTheKnownOnes()
+    {
+        var r = CliFixture.Run("explain", _f.PngA, "--arch", "resnet19", "--out", _f.NewOutputDir());
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain("resnet19").And.Contain("resnet18").And.Contain("vgg16_bn");
+    }
+
+    [Fact]
+    public void MissingFilesAreUsageErrorsNamingTheFile()
+    {
+        var missingImage = Path.Combine(_f.Root, "missing.png");
+        var r = Explain(missingImage);
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain(missingImage).And.Contain("does not exist");
+
+        var missingWeights = Path.Combine(_f.Root, "missing.safetensors");
+        var r2 = CliFixture.Run("explain", _f.PngA, "--arch", CliFixture.Arch, "--weights", missingWeights, "--out", _f.NewOutputDir());
+        r2.ExitCode.Should().Be(2);
+        r2.Error.Should().Contain(missingWeights);
+
+        var r3 = Explain(_f.PngA, "--labels", Path.Combine(_f.Root, "missing.txt"));
+        r3.ExitCode.Should().Be(2);
+        r3.Error.Should().Contain("missing.txt");
+    }
+
+    [Fact]
+    public void LabelsMustMatchTheClassCount()
+    {
+        var r = CliFixture.Run("explain", _f.PngA, "--arch", CliFixture.Arch, "--weights", _f.Weights, "--classes", "4", "--labels", _f.Labels, "--out", _f.NewOutputDir());
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain("5 names").And.Contain("4 classes");
+    }
+
+    [Fact]
+    public void MethodsListsEveryCatalogEntryWithParameters()
+    {
+        var r = CliFixture.Run("methods");
+        r.ExitCode.Should().Be(0);
+        MethodCatalog.All.Should().NotBeEmpty();
+        foreach (var m in MethodCatalog.All)
+        {
+            r.Out.Should().Contain(m.Name);
+            r.Out.Should().Contain(m.Description);
+            foreach (var p in m.Parameters.Keys) r.Out.Should().Contain(p + "=");
+        }
+    }
+
+    [Fact]
+    public void MethodsJsonParses()
+    {
+        var r = CliFixture.Run("methods", "--json");
+        r.ExitCode.Should().Be(0);
+        var list = JsonDocument.Parse(r.Out).RootElement.EnumerateArray().ToList();
+        list.Select(e => e.GetProperty("name").GetString()).Should().Equal(MethodCatalog.All.Select(m => m.Name));
+    }
+
+    [Fact]
+    public void ModelsListsTheArchitectures()
+    {
+        var r = CliFixture.Run("models");
+        r.ExitCode.Should().Be(0);
+        foreach (var name in new[] { "resnet18", "resnet34", "resnet50", "vgg11", "vgg19_bn" }) r.Out.Should().Contain(name);
+        ModelZoo.Names.Should().Contain(CliFixture.Arch);
+    }
+
+    [Fact]
+    public void ProgressBarFormatsAndAvoidsCarriageReturnsWhenRedirected()
+    {
+        var writer = new StringWriter();
+        var bar = new ProgressBar(writer, 50, interactive: false, width: 10);
+        bar.Format(12, TimeSpan.FromSeconds(37.2)).Should().Be("[##        ] 12/50 images 3.1 s/img");
+        bar.Report(0, TimeSpan.Zero);
+        bar.Report(50, TimeSpan.FromSeconds(10));
+        bar.Finish();
+        writer.ToString().Should().NotContain("\r").And.Contain("[##########] 50/50 images 0.2 s/img");
+
+        var terminal = new StringWriter();
+        var live = new ProgressBar(terminal, 4, interactive: true, width: 4);
+        live.Report(2, TimeSpan.FromSeconds(1));
+        live.Finish();
+        terminal.ToString().Should().StartWith("\r[##  ] 2/4 images").And.EndWith(Environment.NewLine);
+    }
+}

@@ -125,6 +125,8 @@ public sealed class Explainer : IDisposable
             if (unit.Kind == LinearUnitKind.Dense && (input.dim() != 2 || input.shape[1] != unit.InputFeatures))
                 throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}]; got [{string.Join(", ", input.shape)}].", nameof(input));
         }
+        // a scope of its own: ValidateInput runs before ExplainCore's scope, and the caller may have none
+        using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         if (!torch.isfinite(input).all().item<bool>())
             throw new ArgumentException("The input contains NaN or infinite values.", nameof(input));

@@ -43,6 +43,11 @@ public sealed class NormRule : Rule
             leaves = context.Inputs.Select(t => t.detach().requires_grad_(true)).ToArray();
             z = context.Node.Forward(leaves);
         }
+        // libtorch's autograd.grad terminates the process (instead of throwing) when z is not connected to the leaves
+        if (!z.requires_grad)
+            throw new ExplanationException(
+                $"Norm cannot propagate relevance through '{context.Node.Name}' ({context.Node.Kind}): its forward is not differentiable " +
+                "(the output does not depend on the input through autograd, e.g. a detach() or an integer operation). Give the node Pass or Gradient, or fix its adapter.");
         var ratio = Stabilizer.Divide(context.Relevance, z.detach());
         var grads = torch.autograd.grad(new[] { z }, leaves, new[] { ratio });
         return leaves.Select((l, i) => l.detach() * grads[i]).ToArray();

@@ -122,7 +122,7 @@ public sealed class ExplainCommandTests
         var layers = ReadJson(Path.Combine(dir, "alpha.json")).GetProperty("layers").EnumerateArray().ToList();
         layers.Select(l => l.GetProperty("name").GetString()).Should().Equal("conv1", "layer2", "fc");
         layers[0].GetProperty("file").GetString().Should().Be("alpha.layer-conv1.png");
-        layers[2].TryGetProperty("file", out _).Should().BeFalse();
+        layers[2].GetProperty("file").ValueKind.Should().Be(JsonValueKind.Null);
         layers[2].GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).Should().Equal(5);
     }
 
@@ -266,6 +266,20 @@ public sealed class ExplainCommandTests
         r.ExitCode.Should().Be(0, r.ToString());
         ReadJson(Path.Combine(dir, "alpha.json")).TryGetProperty("diagnostics", out var d).Should().BeTrue();
         d.ValueKind.Should().Be(JsonValueKind.Array);
+    }
+
+    public static IEnumerable<object[]> CatalogMethods() => MethodCatalog.All.Select(m => new object[] { m.Name });
+
+    [Theory]
+    [MemberData(nameof(CatalogMethods))]
+    public void EveryCatalogMethodRunsThroughTheCli(string method)
+    {
+        var dir = _f.NewOutputDir();
+        var r = _f.Explain(dir, _f.PngC, "--method", method, "--quiet");
+        r.ExitCode.Should().Be(0, r.ToString());
+        var json = ReadJson(Path.Combine(dir, "gamma.json"));
+        json.GetProperty("method").GetProperty("name").GetString().Should().Be(method);
+        double.IsFinite(json.GetProperty("conservation").GetProperty("input_relevance_sum").GetDouble()).Should().BeTrue();
     }
 
     private static CliResult Cli(params string[] args) => CliFixture.Run(args);

@@ -55,13 +55,13 @@ public sealed record ImageReport
     /// <summary>The rootdtd version that wrote the report.</summary>
     public required string RootdtdVersion { get; init; }
 
-    /// <summary>Serializer settings of the reports (indented, snake_case, NaN allowed as a string).</summary>
+    /// <summary>Serializer settings of the reports (indented, snake_case, absent values as null, NaN allowed as a string).</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {
         WriteIndented = true,
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 }

@@ -1,0 +1,397 @@
+using System.Globalization;
+using System.Text;
+using RootDtd.Evaluation.Metrics;
+using RootDtd.Evaluation.Results;
+using RootDtd.Imaging;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using static TorchSharp.torch;
+
+namespace RootDtd.Evaluation.Benchmark;
+
+/// <summary>Files written by <see cref="BenchmarkReport.Write"/>.</summary>
+/// <param name="Markdown">The Markdown report.</param>
+/// <param name="Images">PNG files (perturbation curves, gallery).</param>
+/// <param name="Json">Machine-readable tables and curves.</param>
+public sealed record BenchmarkFiles(string Markdown, IReadOnlyList<string> Images, string Json);
+
+/// <summary>
+/// Renders a <see cref="BenchmarkResult"/> as Markdown tables in the shape of the paper's Tables 1 (perturbation),
+/// 2 (localisation) and 6 (linear region), plus PGD, root-rule ablations and f(N), with the random-map and empty-map
+/// reference rows; and draws the perturbation curves and a heatmap gallery as PNG.
+/// </summary>
+public static class BenchmarkReport
+{
+    /// <summary>Column names of the perturbation table.</summary>
+    public static IReadOnlyList<string> PerturbationColumns { get; } = new[] { "AUC+ coarse ↓", "AUC− coarse ↑", "AUC+ fine ↓", "AUC− fine ↑" };
+
+    /// <summary>Column names of the ablation table.</summary>
+    public static IReadOnlyList<string> AblationColumns { get; } = new[] { "AUC+ coarse ↓", "AUC− coarse ↑", "mIoU", "IoU fg", "pixAcc", "mAP", "mass", "pointing", "f(N)", "ms/img" };
+
+    /// <summary>Column names of the linear-region table.</summary>
+    public static IReadOnlyList<string> LinearRegionColumns { get; } = new[] { "samples", "MSD of f′ (x vs N)", "same on/off state", "identical pattern" };
+
+    /// <summary>Column names of the cost table.</summary>
+    public static IReadOnlyList<string> CostColumns { get; } = new[] { "ms/img", "conservation error", "seconds" };
+
+    /// <summary>Table 1: perturbation AUCs (coarse and fine schedules) per method plus reference rows.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable PerturbationTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("Table 1 — pixel perturbation: AUC ×100 of accuracy vs fraction of pixels removed (AUC+: most relevant first, lower is better; AUC−: least relevant first, higher is better; coarse: 0–90 %, fine: 0–10 %)", PerturbationColumns);
+        foreach (var r in result.Methods.Concat(result.References))
+        {
+            if (r.Curves.Count == 0 && r.Error is null) continue;
+            t.AddRow(RowLabel(r), new Dictionary<string, double>
+            {
+                [PerturbationColumns[0]] = r.Auc(PerturbationOrder.MostRelevantFirst, PerturbationSchedule.Coarse.Name),
+                [PerturbationColumns[1]] = r.Auc(PerturbationOrder.LeastRelevantFirst, PerturbationSchedule.Coarse.Name),
+                [PerturbationColumns[2]] = r.Auc(PerturbationOrder.MostRelevantFirst, PerturbationSchedule.Fine.Name),
+                [PerturbationColumns[3]] = r.Auc(PerturbationOrder.LeastRelevantFirst, PerturbationSchedule.Fine.Name),
+            });
+        }
+
+        return t;
+    }
+
+    /// <summary>Table 2: localisation against the exact masks plus reference rows.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable LocalizationTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("Table 2 — localisation against the exact object masks (higher is better; dataset-accumulated unless marked (img); \"paper PA\"/\"paper IoU\" are the ACM MM'24 code's variants)", LocalizationResult.Columns);
+        foreach (var r in result.Methods.Concat(result.References))
+        {
+            if (r.Localization is { } l) t.AddRow(RowLabel(r), l.ToValues());
+            else if (r.Error is not null) t.AddRow(RowLabel(r), new Dictionary<string, double>());
+        }
+
+        return t;
+    }
+
+    /// <summary>Relevance-guided PGD per method plus the random reference.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable PgdTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var pgd = result.Options.Pgd;
+        var t = new ResultTable(string.Create(CultureInfo.InvariantCulture,
+            $"Relevance-guided PGD on the first {result.PgdSamples} samples (ε = {pgd.Epsilon * 255:0.#}/255, step ε/4, ≤ {pgd.MaxIterations} iterations, k = {pgd.ResolveTopK(result.Height, result.Width)} most relevant pixels re-chosen every iteration; a higher success rate / fewer iterations mean the map found more decision-relevant pixels)"),
+            PgdResult.Columns);
+        foreach (var r in result.Methods.Concat(result.References))
+        {
+            if (r.Pgd is { } p) t.AddRow(RowLabel(r), p.ToValues());
+            else if (r.Error is not null) t.AddRow(RowLabel(r), new Dictionary<string, double>());
+        }
+
+        return t;
+    }
+
+    /// <summary>Ablations of the root rule.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable AblationTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("Ablations of the root rule (one parameter changed from the default `root`)", AblationColumns);
+        foreach (var r in result.Ablations)
+        {
+            var v = new Dictionary<string, double>
+            {
+                [AblationColumns[0]] = r.Auc(PerturbationOrder.MostRelevantFirst, PerturbationSchedule.Coarse.Name),
+                [AblationColumns[1]] = r.Auc(PerturbationOrder.LeastRelevantFirst, PerturbationSchedule.Coarse.Name),
+                [AblationColumns[9]] = r.MillisecondsPerImage,
+            };
+            if (r.Localization is { } l)
+            {
+                v[AblationColumns[2]] = l.MeanIoU;
+                v[AblationColumns[3]] = l.ForegroundIoU;
+                v[AblationColumns[4]] = l.PixelAccuracy;
+                v[AblationColumns[5]] = l.MeanAveragePrecision;
+                v[AblationColumns[6]] = l.RelevanceMass;
+                v[AblationColumns[7]] = l.PointingGame;
+            }
+
+            if (r.RootScores is { } s) v[AblationColumns[8]] = s.LogitRoot.Average();
+            t.AddRow(RowLabel(r) + (r.Method.Spec == BenchmarkMethods.RootMethod ? "" : $" (`{r.Method.Spec}`)"), v);
+        }
+
+        return t;
+    }
+
+    /// <summary>f(N) ≈ 0: target logit and probability at the input x, the signal S and the root N of the input layer.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable RootScoreTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("f(N) ≈ 0 — mean target logit f and probability p at the input x, the signal S and the root N = x − S of the input layer", RootScoreResult.Columns);
+        foreach (var r in result.Methods.Concat(result.Ablations))
+            if (r.RootScores is { } s) t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), s.ToValues());
+        return t;
+    }
+
+    /// <summary>Table 6: linear region — ReLU derivative of every root-inference unit's output at x vs at its root N.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable LinearRegionTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("Table 6 — linear region: per unit, the derivative of ReLU(z) at the unit's pre-activation z for input x vs root N (MSD: mean squared difference, lower is better; same on/off state and identical pattern: higher is better)", LinearRegionColumns);
+        foreach (var r in result.Methods.Where(m => m.LinearRegions.Count > 0))
+        {
+            foreach (var u in r.LinearRegions)
+                t.AddRow($"{r.Label} / {u.Unit}", new Dictionary<string, double>
+                {
+                    [LinearRegionColumns[0]] = u.Samples, [LinearRegionColumns[1]] = u.MeanSquaredDifference,
+                    [LinearRegionColumns[2]] = u.SameStateFraction, [LinearRegionColumns[3]] = u.IdenticalPatternRate,
+                });
+            t.AddRow($"{r.Label} / mean over units", new Dictionary<string, double>
+            {
+                [LinearRegionColumns[0]] = r.LinearRegions[0].Samples,
+                [LinearRegionColumns[1]] = r.LinearRegions.Average(u => u.MeanSquaredDifference),
+                [LinearRegionColumns[2]] = r.LinearRegions.Average(u => u.SameStateFraction),
+                [LinearRegionColumns[3]] = r.LinearRegions.Average(u => u.IdenticalPatternRate),
+            });
+        }
+
+        return t;
+    }
+
+    /// <summary>Explanation cost and conservation per method.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable CostTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var t = new ResultTable("Cost and conservation (ms/img: explanation only; conservation error: mean |Σ input relevance − start relevance| / |start relevance|; seconds: all protocols)", CostColumns);
+        foreach (var r in result.Methods.Concat(result.Ablations))
+            t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), new Dictionary<string, double>
+            {
+                [CostColumns[0]] = r.MillisecondsPerImage, [CostColumns[1]] = r.ConservationError, [CostColumns[2]] = r.Seconds,
+            });
+        return t;
+    }
+
+    /// <summary>The Markdown report.</summary>
+    /// <param name="result">Result.</param>
+    /// <param name="perturbationPng">Relative path of the perturbation plot, if any.</param>
+    /// <param name="galleryPng">Relative path of the gallery, if any.</param>
+    /// <returns>Markdown text.</returns>
+    public static string ToMarkdown(BenchmarkResult result, string? perturbationPng = null, string? galleryPng = null)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var o = result.Options;
+        var inv = CultureInfo.InvariantCulture;
+        var sb = new StringBuilder();
+        sb.Append("# Benchmark: ").Append(o.ModelName).Append("\n\n");
+        sb.Append(string.Create(inv, $"- samples: {result.Samples} ({result.Width}×{result.Height}); clean top-1 accuracy {result.CleanAccuracy:P1}\n"));
+        if (o.DataDescription.Length > 0) sb.Append("- data: ").Append(o.DataDescription).Append('\n');
+        sb.Append("- normalisation: mean ").Append(string.Join("/", o.Normalization.Mean.Select(v => v.ToString("g3", inv))))
+          .Append(", std ").Append(string.Join("/", o.Normalization.Std.Select(v => v.ToString("g3", inv))))
+          .Append("; explained class: the true label; perturbation baseline: ").Append(o.Perturbation.Baseline).Append('\n');
+        sb.Append("- protocols: ").Append(o.Protocols).Append(string.Create(inv, $"; batch {o.BatchSize}; run time {result.Seconds:F0} s\n"));
+        sb.Append("- every metric is computed the same way for every method by RootDtd.Evaluation; reference rows: a seeded uniform-noise map (`random`) and an all-zero map (`empty`; ties broken by pixel index)\n");
+        if (result.Skipped.Count > 0)
+        {
+            sb.Append("\n**Not run** (not available in the method catalog when the benchmark ran):\n\n");
+            foreach (var s in result.Skipped) sb.Append("- ").Append(s.Label).Append(" (`").Append(s.Spec).Append("`): ").Append(s.Reason).Append('\n');
+        }
+
+        var failed = result.Methods.Concat(result.Ablations).Where(m => m.Error is not null).ToList();
+        if (failed.Count > 0)
+        {
+            sb.Append("\n**Failed** (rows shown as –):\n\n");
+            foreach (var f in failed) sb.Append("- ").Append(f.Label).Append(": ").Append(f.Error).Append('\n');
+        }
+
+        sb.Append('\n');
+        if (o.Protocols.HasFlag(BenchmarkProtocols.Perturbation))
+        {
+            sb.Append(PerturbationTable(result).ToMarkdown(1)).Append('\n');
+            if (perturbationPng is not null) sb.Append("![perturbation curves](").Append(perturbationPng).Append(")\n\n");
+        }
+
+        if (o.Protocols.HasFlag(BenchmarkProtocols.Localization)) sb.Append(LocalizationTable(result).ToMarkdown(3)).Append('\n');
+        if (o.Protocols.HasFlag(BenchmarkProtocols.Pgd)) sb.Append(PgdTable(result).ToMarkdown(3)).Append('\n');
+        if (result.Ablations.Count > 0) sb.Append(AblationTable(result).ToMarkdown(3)).Append('\n');
+        if (o.Protocols.HasFlag(BenchmarkProtocols.RootChecks))
+        {
+            var scores = RootScoreTable(result);
+            if (scores.Rows.Count > 0)
+            {
+                sb.Append(scores.ToMarkdown(3));
+                var unit = result.Methods.Concat(result.Ablations).FirstOrDefault(m => m.RootUnit is not null)?.RootUnit;
+                sb.Append("\nInput-layer unit: `").Append(unit ?? "?").Append("`. Methods without root inference on the input layer have no row.\n\n");
+            }
+            else sb.Append("*f(N) table: no method inferred a root on the input layer.*\n\n");
+
+            var lr = LinearRegionTable(result);
+            if (lr.Rows.Count > 0) sb.Append(lr.ToMarkdown(4)).Append('\n');
+            else sb.Append("*Linear-region table: no method recorded roots.*\n\n");
+        }
+
+        sb.Append(CostTable(result).ToMarkdown(2)).Append('\n');
+        if (galleryPng is not null) sb.Append("![heatmap gallery](").Append(galleryPng).Append(")\n\nGallery: image, object mask, then one heatmap per method (red positive, blue negative relevance, symmetric scale per map).\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Renders the perturbation curves (coarse schedule): positive and negative side by side.</summary>
+    /// <param name="result">Result.</param>
+    /// <param name="panelWidth">Width of each panel.</param>
+    /// <param name="panelHeight">Height of each panel.</param>
+    /// <returns>The image, or <see langword="null"/> when there are no curves.</returns>
+    public static Image<Rgb24>? RenderPerturbationPlot(BenchmarkResult result, int panelWidth = 560, int panelHeight = 360)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var rows = result.Methods.Concat(result.References).Where(r => r.Curves.Count > 0).ToList();
+        if (rows.Count == 0) return null;
+        var panels = new List<Image<Rgb24>>();
+        try
+        {
+            foreach (var (order, name) in new[] { (PerturbationOrder.MostRelevantFirst, "positive (most relevant first)"), (PerturbationOrder.LeastRelevantFirst, "negative (least relevant first)") })
+            {
+                var series = rows.Select(r => r.Curves.FirstOrDefault(c => c.Order == order && c.Schedule == PerturbationSchedule.Coarse.Name) is { } c
+                        ? new PlotSeries(r.Label, c.Fractions.ToArray(), c.Accuracy.ToArray(), r.Method.Spec is "random" or "empty")
+                        : null)
+                    .Where(s => s is not null).Select(s => s!).ToList();
+                panels.Add(LinePlot.Render(series, $"{result.Options.ModelName}: {name}", "fraction of pixels removed", "accuracy", panelWidth, panelHeight, (0, 1)));
+            }
+
+            var image = new Image<Rgb24>(panels.Sum(p => p.Width), panels.Max(p => p.Height), new Rgb24(255, 255, 255));
+            var x = 0;
+            foreach (var p in panels)
+            {
+                var left = x;
+                image.Mutate(c => c.DrawImage(p, new Point(left, 0), 1f));
+                x += p.Width;
+            }
+
+            return image;
+        }
+        finally
+        {
+            foreach (var p in panels) p.Dispose();
+        }
+    }
+
+    /// <summary>Renders the gallery: per sample the image, its mask and every main method's heatmap.</summary>
+    /// <param name="result">Result.</param>
+    /// <param name="cellSize">Side of each cell (images are upscaled with nearest neighbour).</param>
+    /// <returns>The image, or <see langword="null"/> without gallery data.</returns>
+    public static Image<Rgb24>? RenderGallery(BenchmarkResult result, int cellSize = 96)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var methods = result.Methods.Where(m => m.GalleryHeatmaps is not null).ToList();
+        if (result.Gallery.Count == 0 || methods.Count == 0) return null;
+        int h = result.Height, w = result.Width;
+        var grid = new ImageGrid(2 + methods.Count) { TitleScale = 1, Padding = 4 };
+        var owned = new List<Image<Rgb24>>();
+        Image<Rgb24> Own(Image<Rgb24> image)
+        {
+            image.Mutate(c => c.Resize(cellSize, cellSize, KnownResamplers.NearestNeighbor));
+            owned.Add(image);
+            return image;
+        }
+
+        try
+        {
+            for (var i = 0; i < result.Gallery.Count; i++)
+            {
+                var (pixels, mask, label) = result.Gallery[i];
+                using (var t = tensor(pixels, new long[] { 3, h, w })) grid.Add(Own(ImageTensorConversion.ToImage(t)), i == 0 ? "image" : null);
+                var maskImage = new Image<Rgb24>(w, h);
+                for (var y = 0; y < h; y++)
+                    for (var x = 0; x < w; x++)
+                    {
+                        var v = mask[y * w + x];
+                        maskImage[x, y] = v == 0 ? new Rgb24(0, 0, 0) : v == 255 ? new Rgb24(128, 128, 128) : new Rgb24(255, 255, 255);
+                    }
+
+                grid.Add(Own(maskImage), i == 0 ? "mask" : null);
+                foreach (var m in methods)
+                {
+                    if (i >= m.GalleryHeatmaps!.Length)
+                    {
+                        grid.AddEmpty();
+                        continue;
+                    }
+
+                    using var t = tensor(m.GalleryHeatmaps[i], new long[] { h, w });
+                    grid.Add(Own(HeatmapRenderer.Render(t, HeatmapOptions.Signed)), i == 0 ? LinePlot.Ascii(m.Label) : null);
+                }
+            }
+
+            return grid.Render();
+        }
+        finally
+        {
+            foreach (var image in owned) image.Dispose();
+        }
+    }
+
+    /// <summary>Writes <c>&lt;prefix&gt;.md</c>, <c>&lt;prefix&gt;-perturbation.png</c>, <c>&lt;prefix&gt;-gallery.png</c> and <c>&lt;prefix&gt;.json</c> to <paramref name="directory"/>.</summary>
+    /// <param name="result">Result.</param>
+    /// <param name="directory">Output folder (created).</param>
+    /// <param name="prefix">File-name prefix (e.g. the model name).</param>
+    /// <returns>The files written.</returns>
+    public static BenchmarkFiles Write(BenchmarkResult result, string directory, string prefix)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        ArgumentException.ThrowIfNullOrWhiteSpace(prefix);
+        Directory.CreateDirectory(directory);
+        var images = new List<string>();
+        string? plotName = null, galleryName = null;
+        using (var plot = RenderPerturbationPlot(result))
+        {
+            if (plot is not null)
+            {
+                plotName = prefix + "-perturbation.png";
+                plot.SavePng(Path.Combine(directory, plotName));
+                images.Add(Path.Combine(directory, plotName));
+            }
+        }
+
+        using (var gallery = RenderGallery(result))
+        {
+            if (gallery is not null)
+            {
+                galleryName = prefix + "-gallery.png";
+                gallery.SavePng(Path.Combine(directory, galleryName));
+                images.Add(Path.Combine(directory, galleryName));
+            }
+        }
+
+        var md = Path.Combine(directory, prefix + ".md");
+        File.WriteAllText(md, ToMarkdown(result, plotName, galleryName));
+        var json = Path.Combine(directory, prefix + ".json");
+        File.WriteAllText(json, ToJson(result));
+        return new BenchmarkFiles(md, images, json);
+    }
+
+    /// <summary>All tables and perturbation curves as JSON.</summary>
+    /// <param name="result">Result.</param>
+    /// <returns>JSON text.</returns>
+    public static string ToJson(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var tables = new List<ResultTable> { PerturbationTable(result), LocalizationTable(result), PgdTable(result), AblationTable(result), RootScoreTable(result), LinearRegionTable(result), CostTable(result) };
+        var sb = new StringBuilder();
+        sb.Append("{\n\"model\": ").Append(System.Text.Json.JsonSerializer.Serialize(result.Options.ModelName))
+          .Append(",\n\"samples\": ").Append(result.Samples.ToString(CultureInfo.InvariantCulture))
+          .Append(",\n\"cleanAccuracy\": ").Append(result.CleanAccuracy.ToString("R", CultureInfo.InvariantCulture))
+          .Append(",\n\"skipped\": ").Append(System.Text.Json.JsonSerializer.Serialize(result.Skipped))
+          .Append(",\n\"tables\": [\n").Append(string.Join(",\n", tables.Select(t => t.ToJson()))).Append("\n]")
+          .Append(",\n\"curves\": ").Append(PerturbationCurve.ToJson(result.Methods.Concat(result.Ablations).Concat(result.References).SelectMany(m => m.Curves)))
+          .Append("\n}\n");
+        return sb.ToString();
+    }
+
+    private static string RowLabel(MethodResult r) => r.Error is null ? r.Label : r.Label + " (failed)";
+}

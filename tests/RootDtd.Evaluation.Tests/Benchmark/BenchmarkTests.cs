@@ -1,0 +1,151 @@
+using FluentAssertions;
+using RootDtd.Composites;
+using RootDtd.Evaluation.Benchmark;
+using RootDtd.Evaluation.Metrics;
+using RootDtd.Evaluation.Training;
+using SixLabors.ImageSharp;
+using TorchSharp;
+using Xunit;
+
+namespace RootDtd.Evaluation.Tests.Benchmark;
+
+public class BenchmarkTests
+{
+    private static BenchmarkResult RunSmall(IReadOnlyList<BenchmarkMethod> methods, BenchmarkProtocols protocols, IReadOnlyList<RootAblation>? ablations = null)
+    {
+        torch.random.manual_seed(11);
+        using var model = SyntheticModels.Create(SyntheticArchitecture.ResNet);
+        model.eval();
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 99, count: 4);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            var options = new BenchmarkOptions
+            {
+                ModelName = "tiny",
+                Methods = methods,
+                Ablations = ablations ?? Array.Empty<RootAblation>(),
+                Protocols = protocols,
+                BatchSize = 2,
+                PgdSamples = 4,
+                Pgd = new PgdOptions { MaxIterations = 2 },
+                GallerySamples = 2,
+            };
+            return new BenchmarkRunner(model, options).Run(images, masks, labels);
+        }
+    }
+
+    [Fact]
+    public void ReportHasTheTablesHeadersAndRowsOfATwoMethodFourImageRun()
+    {
+        var methods = new[] { BenchmarkMethod.Of("epsilon-plus-flat"), BenchmarkMethod.Of("gradient-x-input"), BenchmarkMethod.Of("no-such-method") };
+        var result = RunSmall(methods, BenchmarkProtocols.All);
+        result.Samples.Should().Be(4);
+        result.Methods.Select(m => m.Label).Should().Equal("epsilon-plus-flat", "gradient-x-input");
+        result.Skipped.Should().ContainSingle(s => s.Label == "no-such-method");
+        result.Methods.Should().OnlyContain(m => m.Error == null);
+
+        var md = BenchmarkReport.ToMarkdown(result, "p.png", "g.png");
+        md.Should().Contain("Table 1 — pixel perturbation");
+        md.Should().Contain("| method | AUC+ coarse ↓ | AUC− coarse ↑ | AUC+ fine ↓ | AUC− fine ↑ |");
+        md.Should().Contain("Table 2 — localisation");
+        md.Should().Contain("| method | " + string.Join(" | ", LocalizationResult.Columns) + " |");
+        md.Should().Contain("| method | success rate | mean iterations | clean acc | post-attack acc |");
+        md.Should().Contain("**Not run**").And.Contain("no-such-method");
+        md.Should().Contain("![perturbation curves](p.png)").And.Contain("![heatmap gallery](g.png)");
+
+        var perturbation = BenchmarkReport.PerturbationTable(result);
+        perturbation.Rows.Select(r => r.Method).Should().Equal("epsilon-plus-flat", "gradient-x-input", "random (reference)", "empty (reference)");
+        perturbation.Rows.Should().OnlyContain(r => r.Values.Values.All(double.IsFinite));
+        var localisation = BenchmarkReport.LocalizationTable(result);
+        localisation.Rows.Select(r => r.Method).Should().Equal("epsilon-plus-flat", "gradient-x-input", "random (reference)", "empty (reference)");
+        localisation.Rows[0].Values["mIoU"].Should().BeInRange(0, 1);
+        BenchmarkReport.PgdTable(result).Rows.Select(r => r.Method).Should().Equal("epsilon-plus-flat", "gradient-x-input", "random (reference)");
+        foreach (var row in md.Split('\n').Where(l => l.StartsWith("| ", StringComparison.Ordinal)))
+            row.Count(c => c == '|').Should().BeGreaterThan(2);
+    }
+
+    [Fact]
+    public void WriteProducesMarkdownPngsAndJson()
+    {
+        var result = RunSmall(new[] { BenchmarkMethod.Of("epsilon"), BenchmarkMethod.Of("zplus") }, BenchmarkProtocols.Perturbation | BenchmarkProtocols.Localization);
+        var dir = Path.Combine(Path.GetTempPath(), "rootdtd-bench-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var files = BenchmarkReport.Write(result, dir, "tiny");
+            File.Exists(files.Markdown).Should().BeTrue();
+            File.Exists(files.Json).Should().BeTrue();
+            files.Images.Should().HaveCount(2);
+            var gallery = Image.Identify(files.Images.Single(p => p.EndsWith("gallery.png", StringComparison.Ordinal)));
+            gallery.Width.Should().BeGreaterThan(4 * 96);
+            File.ReadAllText(files.Json).Should().Contain("\"tables\"");
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void PlotPngHasTheRequestedSize()
+    {
+        var series = new[]
+        {
+            new PlotSeries("a", new[] { 0.0, 0.5, 1.0 }, new[] { 1.0, 0.6, 0.2 }),
+            new PlotSeries("b (ref)", new[] { 0.0, 0.5, 1.0 }, new[] { 1.0, 0.9, 0.8 }, Dashed: true),
+        };
+        using var image = LinePlot.Render(series, "title γ", "x", "y", 320, 200, (0, 1));
+        image.Width.Should().Be(320);
+        image.Height.Should().Be(200);
+        var path = Path.Combine(Path.GetTempPath(), $"rootdtd-plot-{Guid.NewGuid():N}.png");
+        try
+        {
+            RootDtd.Imaging.PngExport.SavePng(image, path);
+            var info = Image.Identify(path);
+            info.Width.Should().Be(320);
+            info.Height.Should().Be(200);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+
+        // The first series' colour appears in the image; the background stays white in a corner.
+        var colour = LinePlot.ColorOf(0);
+        var found = false;
+        for (var y = 0; y < image.Height && !found; y++)
+            for (var x = 0; x < image.Width && !found; x++)
+                found = image[x, y].Equals(colour);
+        found.Should().BeTrue();
+        image[0, image.Height - 1].Should().Be(new SixLabors.ImageSharp.PixelFormats.Rgb24(255, 255, 255));
+    }
+
+    [Fact]
+    public void MethodListsParseAndUnknownAblationParametersAreSkippedWithAReason()
+    {
+        BenchmarkMethods.ParseList("root,epsilon:epsilon=0.1,gradient-x-input").Select(m => m.Spec)
+            .Should().Equal("root", "epsilon:epsilon=0.1", "gradient-x-input");
+        BenchmarkMethods.ParseList("full").Should().BeSameAs(BenchmarkMethods.Full);
+        var ablations = BenchmarkMethods.ResolveAblations(new[] { RootAblation.Set("bogus", 1, "no-such-parameter") }, out var skipped);
+        ablations.Should().BeEmpty();
+        skipped.Should().ContainSingle().Which.Reason.Should().NotBeNullOrEmpty();
+        SyntheticBenchmark.ParseProtocols("perturbation,localisation").Should().Be(BenchmarkProtocols.Perturbation | BenchmarkProtocols.Localization);
+        SyntheticBenchmark.ParseProtocols("all").Should().Be(BenchmarkProtocols.All);
+    }
+
+    [Fact]
+    public void RootMethodsFillTheRootCheckTables()
+    {
+        if (!MethodCatalog.All.Any(m => m.Name == "root")) return; // the root composites are not in this build's catalog
+        var result = RunSmall(new[] { new BenchmarkMethod("root (2 steps)", "root:steps=2") }, BenchmarkProtocols.RootChecks | BenchmarkProtocols.Localization);
+        result.Methods.Should().ContainSingle().Which.Error.Should().BeNull();
+        var m = result.Methods[0];
+        m.RootScores.Should().NotBeNull();
+        m.RootScores!.LogitRoot.Should().HaveCount(4);
+        m.LinearRegions.Should().NotBeEmpty();
+        m.LinearRegions.Should().OnlyContain(u => u.SameStateFraction >= 0 && u.SameStateFraction <= 1);
+        BenchmarkReport.RootScoreTable(result).Rows.Should().ContainSingle();
+        BenchmarkReport.LinearRegionTable(result).Rows.Should().HaveCount(m.LinearRegions.Count + 1);
+    }
+}

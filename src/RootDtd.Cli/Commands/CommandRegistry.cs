@@ -14,8 +14,8 @@ public static class CommandRegistry
         new ExplainCommand(),
         new MethodsCommand(),
         new ModelsCommand(),
-        // new EvaluateCommand(),
-        // new TrainCommand(),
-        // new DemoCommand(),
+        new EvaluateCommand(),
+        new TrainCommand(),
+        new DemoCommand(),
     };
 }

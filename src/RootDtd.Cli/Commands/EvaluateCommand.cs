@@ -1,0 +1,83 @@
+using System.CommandLine;
+using System.Globalization;
+using RootDtd.Evaluation.Benchmark;
+using RootDtd.Evaluation.Training;
+using TorchSharp;
+
+namespace RootDtd.Cli.Commands;
+
+/// <summary>
+/// <c>rootdtd evaluate --model synthetic-resnet|synthetic-vgg [--weights FILE --arch resnet|vgg] --methods … --protocols …
+/// --samples N --out DIR</c>: runs the benchmark on a freshly generated synthetic test split and writes the Markdown report,
+/// the perturbation plot, the heatmap gallery and a JSON file.
+/// </summary>
+public sealed class EvaluateCommand : ICliCommand
+{
+    /// <inheritdoc />
+    public Command Build(CliEnvironment environment)
+    {
+        var model = new Option<string>("--model") { Description = "synthetic-resnet or synthetic-vgg (committed weights in models/), or with --weights the architecture (resnet|vgg).", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
+        var weights = new Option<string?>("--weights", "-w") { Description = "A .safetensors file of the --model architecture instead of the committed weights.", HelpName = "file" };
+        var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo'.", DefaultValueFactory = _ => "full", HelpName = "list" };
+        var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
+        var samples = new Option<int>("--samples", "-n") { Description = "Test images.", DefaultValueFactory = _ => 500, HelpName = "N" };
+        var seed = new Option<int>("--seed") { Description = "Generator seed of the test split.", DefaultValueFactory = _ => 4242, HelpName = "S" };
+        var batch = new Option<int>("--batch") { Description = "Samples per batch.", DefaultValueFactory = _ => 25, HelpName = "B" };
+        var pgdSamples = new Option<int>("--pgd-samples") { Description = "PGD runs on the first N samples.", DefaultValueFactory = _ => 100, HelpName = "N" };
+        var ablations = new Option<bool>("--ablations") { Description = "Also run the ablations of the root rule (steps, γ, constraints, redistribution)." };
+        var gallery = new Option<int>("--gallery") { Description = "Samples in the heatmap gallery (0 = none).", DefaultValueFactory = _ => 4, HelpName = "N" };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder.", Required = true, HelpName = "dir" };
+        var modelsDir = new Option<string?>("--models-dir") { Description = "The models/ folder (default: searched upwards from the current folder).", HelpName = "dir" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
+        var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
+        {
+            model, weights, methods, protocols, samples, seed, batch, pgdSamples, ablations, gallery, output, modelsDir, threads,
+        };
+        command.SetAction(parse => CommandAction.Run(environment, () =>
+        {
+            SyntheticArchitecture architecture;
+            BenchmarkProtocols protocolSet;
+            IReadOnlyList<BenchmarkMethod> methodList;
+            try
+            {
+                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(model)!);
+                protocolSet = SyntheticBenchmark.ParseProtocols(parse.GetValue(protocols)!);
+                methodList = BenchmarkMethods.ParseList(parse.GetValue(methods)!);
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException(e.Message);
+            }
+
+            if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
+            var weightsPath = parse.GetValue(weights);
+            if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"Weights file '{weightsPath}' not found.");
+            if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
+            var settings = new SyntheticBenchmarkSettings
+            {
+                Architecture = architecture,
+                WeightsPath = weightsPath,
+                ModelsDirectory = parse.GetValue(modelsDir),
+                Samples = parse.GetValue(samples),
+                DataSeed = parse.GetValue(seed),
+                OutputDirectory = parse.GetValue(output)!,
+                Options = new BenchmarkOptions
+                {
+                    Methods = methodList,
+                    Ablations = parse.GetValue(ablations) ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
+                    Protocols = protocolSet,
+                    BatchSize = parse.GetValue(batch),
+                    PgdSamples = parse.GetValue(pgdSamples),
+                    GallerySamples = parse.GetValue(gallery),
+                },
+            };
+            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, SyntheticBenchmark.ConsoleProgress(environment.Error));
+            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {result.Seconds:F0} s"));
+            environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
+            foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");
+            environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}

@@ -148,7 +148,12 @@ public sealed class Explainer : IDisposable
         var t = ResolveTargets(targets, logits, batch, classes);
         var targetTensor = torch.tensor(t, device: x.device);
         var onehot = torch.nn.functional.one_hot(targetTensor, classes).to(logits.dtype);
-        var start = Composite.StartRelevance == StartRelevance.TargetLogit ? onehot * logits : onehot;
+        var start = Composite.StartRelevance switch
+        {
+            StartRelevance.TargetLogit => onehot * logits,
+            StartRelevance.AbsoluteTargetLogit => onehot * logits.abs(),
+            _ => onehot,
+        };
 
         var low = _options.InputLow is null ? null : Bound(_options.InputLow, x, "InputLow");
         var high = _options.InputHigh is null ? null : Bound(_options.InputHigh, x, "InputHigh");

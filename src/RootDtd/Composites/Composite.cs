@@ -11,6 +11,9 @@ public enum StartRelevance
 
     /// <summary><c>onehot(target)</c>: 1 at the target (plain gradients).</summary>
     OneHot,
+
+    /// <summary><c>onehot(target) ⊙ |logits|</c>: the magnitude of the explained logit (the published root-inference code).</summary>
+    AbsoluteTargetLogit,
 }
 
 /// <summary>A unit as composites see it when they assign rules.</summary>
@@ -39,6 +42,7 @@ public sealed class Composite
     private readonly Dictionary<string, Rule> _byName = new(StringComparer.Ordinal);
     private readonly List<(Func<UnitInfo, bool> Match, Rule Rule)> _byPredicate = new();
     private readonly List<(Type Type, Rule Rule)> _byType = new();
+    private readonly List<(Func<GraphNode, RelevanceGraph, bool> Match, Rule Rule)> _byNode = new();
     private readonly Dictionary<NodeKind, Rule> _byKind = new()
     {
         [NodeKind.Activation] = PassRule.Instance,
@@ -118,6 +122,16 @@ public sealed class Composite
         return this;
     }
 
+    /// <summary>
+    /// Assigns <paramref name="rule"/> to every node that is not a conv/linear unit and for which
+    /// <paramref name="match"/> (the node and its graph) is true; checked after <see cref="ForName"/> and before <see cref="ForKind"/>.
+    /// </summary>
+    public Composite ForNodes(Func<GraphNode, RelevanceGraph, bool> match, Rule rule)
+    {
+        _byNode.Add((match ?? throw new ArgumentNullException(nameof(match)), rule ?? throw new ArgumentNullException(nameof(rule))));
+        return this;
+    }
+
     /// <summary>Resolves the rule of every node of <paramref name="graph"/> (index = node index; the input gets <c>null</c>).</summary>
     public Rule?[] Resolve(RelevanceGraph graph)
     {
@@ -143,6 +157,11 @@ public sealed class Composite
                 rule ??= _all;
                 rules[node.Index] = rule ?? throw new ExplanationException(
                     $"Composite '{Name}' assigns no rule to unit '{node.Name}' ({unit.Unit}). Add ForAllUnits(...) or a mapping for it.");
+                continue;
+            }
+            if (_byNode.FirstOrDefault(p => p.Match(node, graph)).Rule is { } byNode)
+            {
+                rules[node.Index] = byNode;
                 continue;
             }
             rules[node.Index] = _byKind.TryGetValue(node.Kind, out var byKind)

@@ -60,6 +60,7 @@ public static class MethodCatalog
             new(RootComposites.DefaultParameters()) { ["fraction"] = 0.5 }, p => RootComposites.RootUpper(p["fraction"], RootComposites.OptionsFrom(p), name: "root-upper-half"));
         Add("root-flat-input", "Flat on the input layer, root inference on every other conv/linear layer",
             RootComposites.DefaultParameters(), p => RootComposites.RootFlatInput(RootComposites.OptionsFrom(p)));
+        Add("root-published", "the published root-inference code (XAI-RootInference DTDOpt): SSIM/hinge solvers, R-seeded convs, |logit| start", new(), _ => RootDtd.Rules.RootInference.Published.PublishedRootPreset.Composite());
     }
 
     /// <summary>All methods in registration order.</summary>

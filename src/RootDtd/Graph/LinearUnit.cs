@@ -99,7 +99,13 @@ public sealed class LinearUnit : IDisposable
     /// </summary>
     public Tensor Transpose(Tensor outputGrad, Tensor weight, long[] inputShape)
     {
-        if (Kind == LinearUnitKind.Dense) return outputGrad.matmul(weight);
+        if (Kind == LinearUnitKind.Dense)
+        {
+            // libtorch's matmul terminates the process on a shape error instead of throwing: check first.
+            if (outputGrad.dim() < 1 || outputGrad.shape[^1] != weight.shape[0])
+                throw new ExplanationException($"{this}: cannot apply the transposed map to a tensor of shape [{string.Join(", ", outputGrad.shape)}].");
+            return outputGrad.matmul(weight);
+        }
         var h = inputShape[2];
         var w = inputShape[3];
         var outH = outputGrad.shape[2];

@@ -80,10 +80,11 @@ public sealed record RuleTerm(TermInput Input, ParameterTransform Weight, Parame
 public sealed record RuleGroup(IReadOnlyList<RuleTerm> Terms, OutputMask Mask = OutputMask.All, double Scale = 1);
 
 /// <summary>
-/// The shared engine of the classic conv/linear rules (zennit's "modified forward + autograd.grad, times the input"):
+/// The shared engine of the classic conv/linear rules (zennit's "modified forward + gradient, times the input"):
 /// a rule is a declarative list of <see cref="RuleGroup"/>s. For each group the engine evaluates the modified forwards,
-/// divides the output relevance by their stabilised sum, takes one vector-Jacobian product with autograd and multiplies
-/// by the modified inputs. Terms that read x⁻ are skipped where the input is known to be non-negative (ReLU domain).
+/// divides the output relevance by their stabilised sum, takes the vector-Jacobian product of each (linear) term —
+/// the layer's transposed map, which is what autograd would compute, without building a graph — and multiplies by
+/// the modified inputs. A group that is the layer's plain forward reuses the recorded output instead of recomputing it. Terms that read x⁻ are skipped where the input is known to be non-negative (ReLU domain).
 /// </summary>
 public abstract class ModifiedGradientRule : Rule
 {
@@ -108,40 +109,52 @@ public abstract class ModifiedGradientRule : Rule
         Tensor? result = null;
         foreach (var group in Groups)
         {
-            var leaves = new List<(Tensor Leaf, RuleTerm Term)>();
+            // 1. the modified forwards z_k = sign·f(input_k; W_k, b_k) and their sum z
+            var terms = new List<(Tensor Input, Tensor Weight, RuleTerm Term)>();
             Tensor? z = null;
-            using (torch.enable_grad())
+            foreach (var term in group.Terms)
             {
-                foreach (var term in group.Terms)
+                if (nonNegative && term.Input == TermInput.Negative) continue;
+                var input = SelectInput(term.Input, x, context, nonNegative);
+                var w = unit.GetParameter("w:" + term.Weight.Key, () => term.Weight.Apply(unit.Weight));
+                terms.Add((input, w, term));
+                if (IsPlainForward(group, term))
                 {
-                    if (nonNegative && term.Input == TermInput.Negative) continue;
-                    var input = SelectInput(term.Input, x, context, nonNegative).detach().requires_grad_(true);
-                    var w = unit.GetParameter("w:" + term.Weight.Key, () => term.Weight.Apply(unit.Weight));
-                    var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Apply(unit.Bias));
-                    var zk = unit.Forward(input, w, b);
-                    if (term.Sign != 1) zk = zk * term.Sign;
-                    z = z is null ? zk : z + zk;
-                    leaves.Add((input, term));
+                    z = context.Output; // the recorded output is exactly this term: no second forward
+                    continue;
                 }
+                var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Apply(unit.Bias));
+                var zk = unit.Forward(input, w, b);
+                if (term.Sign != 1) zk = zk * term.Sign;
+                z = z is null ? zk : z + zk;
             }
             if (z is null) continue;
-            var ratio = Stabilizer.Divide(context.Relevance, z.detach());
+
+            // 2. the relevance ratio s = mask ⊙ R / stab(z)
+            var ratio = Stabilizer.Divide(context.Relevance, z);
             ratio = group.Mask switch
             {
                 OutputMask.PositiveOutput => ratio * context.Output.gt(0).to(ratio.dtype),
                 OutputMask.NegativeOutput => ratio * context.Output.lt(0).to(ratio.dtype),
                 _ => ratio,
             };
-            var grads = torch.autograd.grad(new[] { z }, leaves.Select(l => l.Leaf).ToArray(), new[] { ratio });
-            for (var k = 0; k < leaves.Count; k++)
+
+            // 3. R_in += scale · Σ_k input_k ⊙ sign_k·W_kᵀ s — the vector-Jacobian product of each linear term,
+            //    computed with the layer's transposed map (what autograd would run, without recording a graph)
+            foreach (var (input, w, term) in terms)
             {
-                var contribution = leaves[k].Leaf.detach() * grads[k];
-                if (group.Scale != 1) contribution = contribution * group.Scale;
+                var contribution = input * unit.Transpose(ratio, w, x.shape);
+                var factor = term.Sign * group.Scale;
+                if (factor != 1) contribution = contribution * factor;
                 result = result is null ? contribution : result + contribution;
             }
         }
         return new[] { result ?? torch.zeros_like(x) };
     }
+
+    private static bool IsPlainForward(RuleGroup group, RuleTerm term) =>
+        group.Terms.Count == 1 && term.Input == TermInput.Input && term.Sign == 1
+        && ReferenceEquals(term.Weight, ParameterTransform.Identity) && ReferenceEquals(term.Bias, ParameterTransform.Identity);
 
     private Tensor SelectInput(TermInput which, Tensor x, RuleContext context, bool nonNegative) => which switch
     {

@@ -1,3 +1,4 @@
+using RootDtd.Display;
 using System.Globalization;
 using System.Net;
 using SixLabors.ImageSharp;

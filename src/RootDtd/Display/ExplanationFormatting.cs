@@ -186,48 +186,11 @@ public static class ExplanationFormatting
 }
 
 /// <summary>The formatter source that .NET Interactive finds through <see cref="TypeFormatterSourceAttribute"/> on <see cref="Explanation"/>.</summary>
-internal sealed class ExplanationFormatterSource
+internal sealed class ExplanationFormatterSource : DisplayFormatterSource<Explanation>
 {
-    /// <summary>Called by the kernel: one formatter per MIME type.</summary>
-    public IEnumerable<object> CreateTypeFormatters()
-    {
-        yield return new HtmlFormatter();
-        yield return new PlainTextFormatter();
-    }
+    /// <inheritdoc />
+    protected override string Html(Explanation value) => ExplanationFormatting.ToHtml(value);
 
-    /// <summary><c>text/html</c>: <see cref="ExplanationFormatting.ToHtml"/>.</summary>
-    public sealed class HtmlFormatter
-    {
-        /// <summary>The MIME type.</summary>
-        public string MimeType => "text/html";
-
-        /// <summary>The formatted type.</summary>
-        public Type Type => typeof(Explanation);
-
-        /// <summary>Writes the HTML display.</summary>
-        public bool Format(object instance, TextWriter writer)
-        {
-            if (instance is not Explanation e) return false;
-            writer.Write(ExplanationFormatting.ToHtml(e));
-            return true;
-        }
-    }
-
-    /// <summary><c>text/plain</c>: <see cref="ExplanationFormatting.ToSummary"/>.</summary>
-    public sealed class PlainTextFormatter
-    {
-        /// <summary>The MIME type.</summary>
-        public string MimeType => "text/plain";
-
-        /// <summary>The formatted type.</summary>
-        public Type Type => typeof(Explanation);
-
-        /// <summary>Writes the one-line summary.</summary>
-        public bool Format(object instance, TextWriter writer)
-        {
-            if (instance is not Explanation e) return false;
-            writer.Write(ExplanationFormatting.ToSummary(e));
-            return true;
-        }
-    }
+    /// <inheritdoc />
+    protected override string Text(Explanation value) => ExplanationFormatting.ToSummary(value);
 }

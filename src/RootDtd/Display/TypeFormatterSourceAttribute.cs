@@ -19,3 +19,50 @@ internal sealed class TypeFormatterSourceAttribute : Attribute
     /// <summary>MIME types the kernel should prefer for the attributed type (first = default display).</summary>
     public string[]? PreferredMimeTypes { get; set; }
 }
+
+/// <summary>
+/// A formatter source for a type that knows its own HTML and one-line text: yields a <c>text/html</c> and a
+/// <c>text/plain</c> formatter for <typeparamref name="T"/>.
+/// </summary>
+/// <typeparam name="T">The displayed type.</typeparam>
+internal abstract class DisplayFormatterSource<T>
+{
+    /// <summary>Called by the kernel: one formatter per MIME type.</summary>
+    public IEnumerable<object> CreateTypeFormatters()
+    {
+        yield return new MimeFormatter("text/html", Html);
+        yield return new MimeFormatter("text/plain", Text);
+    }
+
+    /// <summary>The HTML of a value.</summary>
+    protected abstract string Html(T value);
+
+    /// <summary>The one-line text of a value.</summary>
+    protected abstract string Text(T value);
+
+    /// <summary>One formatter as the kernel expects it: <c>MimeType</c>, <c>Type</c>, <c>Format(object, TextWriter)</c>.</summary>
+    public sealed class MimeFormatter
+    {
+        private readonly Func<T, string> _format;
+
+        internal MimeFormatter(string mimeType, Func<T, string> format)
+        {
+            MimeType = mimeType;
+            _format = format;
+        }
+
+        /// <summary>The MIME type.</summary>
+        public string MimeType { get; }
+
+        /// <summary>The formatted type.</summary>
+        public Type Type => typeof(T);
+
+        /// <summary>Writes the display of <paramref name="instance"/>; false when it is not a <typeparamref name="T"/>.</summary>
+        public bool Format(object instance, TextWriter writer)
+        {
+            if (instance is not T value) return false;
+            writer.Write(_format(value));
+            return true;
+        }
+    }
+}

@@ -51,7 +51,7 @@ public sealed class DemoCommand : ICliCommand
                     Methods = BenchmarkMethods.Demo,
                     Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Perturbation,
                     Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse } },
-                    BatchSize = 16,
+                    BatchSize = 32,
                     GallerySamples = 4,
                 },
             };

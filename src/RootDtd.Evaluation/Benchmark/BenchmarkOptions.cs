@@ -47,6 +47,9 @@ public sealed record BenchmarkOptions
     /// <summary>PGD is run on the first this-many samples (null = all). Default 100.</summary>
     public int? PgdSamples { get; init; } = 100;
 
+    /// <summary>Ablations are run on the first this-many samples (null = all); they cost as much as the root rule each. Default null.</summary>
+    public int? AblationSamples { get; init; }
+
     /// <summary>PGD settings (ε, steps, k; the normalisation is replaced by <see cref="Normalization"/>).</summary>
     public PgdOptions Pgd { get; init; } = new();
 
@@ -69,6 +72,7 @@ public sealed record BenchmarkOptions
     {
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "Must be ≥ 1.");
         if (PgdSamples is < 1) throw new ArgumentOutOfRangeException(nameof(PgdSamples), PgdSamples, "Must be ≥ 1.");
+        if (AblationSamples is < 1) throw new ArgumentOutOfRangeException(nameof(AblationSamples), AblationSamples, "Must be ≥ 1.");
         if (GallerySamples < 0) throw new ArgumentOutOfRangeException(nameof(GallerySamples), GallerySamples, "Must be ≥ 0.");
         ArgumentNullException.ThrowIfNull(Methods);
         ArgumentNullException.ThrowIfNull(Ablations);

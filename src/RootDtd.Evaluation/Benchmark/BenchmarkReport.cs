@@ -98,7 +98,7 @@ public static class BenchmarkReport
     public static ResultTable AblationTable(BenchmarkResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var t = new ResultTable("Ablations of the root rule (one parameter changed from the default `root`)", AblationColumns);
+        var t = new ResultTable(string.Create(CultureInfo.InvariantCulture, $"Ablations of the root rule on the first {result.AblationSampleCount} samples (one parameter changed from the default `root`; compare with the `root (default)` row, not with the tables above when the sample counts differ)"), AblationColumns);
         foreach (var r in result.Ablations)
         {
             var v = new Dictionary<string, double>

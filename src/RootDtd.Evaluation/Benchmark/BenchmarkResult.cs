@@ -86,6 +86,9 @@ public sealed class BenchmarkResult
     /// <summary>Samples used by PGD.</summary>
     public int PgdSamples { get; internal set; }
 
+    /// <summary>Samples used by the ablations.</summary>
+    public int AblationSampleCount { get; internal set; }
+
     /// <summary>Clean top-1 accuracy of the model on the samples.</summary>
     public double CleanAccuracy { get; internal set; }
 

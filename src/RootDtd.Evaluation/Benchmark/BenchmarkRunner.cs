@@ -79,7 +79,15 @@ public sealed class BenchmarkRunner
         RunReferences(result, images, masks, labels, count);
         var index = 1;
         foreach (var m in methods) result.Methods.Add(RunMethod(m, false, images, masks, labels, index++, count));
-        foreach (var m in ablations) result.Ablations.Add(RunMethod(m, true, images, masks, labels, index++, count));
+        if (ablations.Count > 0)
+        {
+            var n = (int)Math.Min(images.shape[0], _options.AblationSamples ?? images.shape[0]);
+            result.AblationSampleCount = n;
+            using var ai = images.narrow(0, 0, n);
+            using var am = masks.narrow(0, 0, n);
+            using var al = labels.narrow(0, 0, n);
+            foreach (var m in ablations) result.Ablations.Add(RunMethod(m, true, ai, am, al, index++, count));
+        }
         result.Seconds = total.Elapsed.TotalSeconds;
         _log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{_options.ModelName}] done in {result.Seconds:F0} s"));
         return result;

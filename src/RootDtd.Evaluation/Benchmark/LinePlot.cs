@@ -61,7 +61,9 @@ public static class LinePlot
         int left = 52, right = width - legendWidth - 12, top = 26, bottom = height - 36;
         if (right - left < 50) right = left + 50;
 
-        BitmapFont.DrawText(image, Ascii(title), Math.Max(2, (left + right - BitmapFont.MeasureWidth(Ascii(title), 2)) / 2), 6, black, 2);
+        var titleText = Ascii(title);
+        var titleScale = BitmapFont.MeasureWidth(titleText, 2) <= width - 8 ? 2 : 1;
+        BitmapFont.DrawText(image, titleText, Math.Max(2, (width - BitmapFont.MeasureWidth(titleText, titleScale)) / 2), 6, black, titleScale);
         int Px(double x) => left + (int)Math.Round((x - x0) / (x1 - x0) * (right - left));
         int Py(double y) => bottom - (int)Math.Round((Math.Clamp(y, y0, y1) - y0) / (y1 - y0) * (bottom - top));
 
@@ -86,7 +88,7 @@ public static class LinePlot
         Line(image, left, bottom, right, bottom, black, 1, false);
         var xText = Ascii(xLabel);
         BitmapFont.DrawText(image, xText, (left + right - BitmapFont.MeasureWidth(xText)) / 2, height - 13, black);
-        BitmapFont.DrawText(image, Ascii(yLabel), 4, 12, black);
+        BitmapFont.DrawText(image, Ascii(yLabel), 4, top - BitmapFont.GlyphHeight - 4 < 16 ? 16 : top - BitmapFont.GlyphHeight - 4, black);
 
         // Lines.
         for (var k = 0; k < series.Count; k++)

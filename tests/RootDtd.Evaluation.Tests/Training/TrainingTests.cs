@@ -13,13 +13,13 @@ public class TrainingTests
     {
         var options = new TrainingOptions
         {
-            Architecture = SyntheticArchitecture.ResNet,
+            Architecture = SyntheticArchitecture.Vgg,
             ClassCount = 2,
             ImageSize = 32,
-            TrainImages = 256,
+            TrainImages = 512,
             ValidationImages = 64,
-            TestImages = 128,
-            MaxEpochs = 6,
+            TestImages = 200,
+            MaxEpochs = 8,
             BatchSize = 32,
             TargetAccuracy = 0.9,
             Seed = 3,
@@ -31,7 +31,8 @@ public class TrainingTests
         epochs.Should().NotBeEmpty();
         epochs.Should().HaveCount(result.Report.Epochs);
         epochs[^1].Loss.Should().BeLessThan(epochs[0].Loss);
-        result.Report.TestAccuracy.Should().BeGreaterThan(0.65, "two balanced classes give 50 % by chance");
+        epochs[^1].TrainAccuracy.Should().BeGreaterThan(0.75);
+        result.Report.TestAccuracy.Should().BeGreaterThan(0.62, "two balanced classes give 50 % by chance (σ ≈ 3.5 % on 200 images)");
         result.Report.Classes.Should().Equal("striped-disc", "checkered-square");
         model.training.Should().BeFalse();
     }

@@ -52,7 +52,7 @@ public class RuleHandComputedTests
 
     private static double[] Add(double[] a, double[] b, double sb = 1) => a.Select((v, i) => v + sb * b[i]).ToArray();
 
-    private static double[] Dense(Rule rule, double[,] w, double[] b, double[] x, double[] r, InputDomain domain = InputDomain.Free, Tensor? low = null, Tensor? high = null)
+    private static double[] Dense(Rule rule, double[,] w, double[]? b, double[] x, double[] r, InputDomain domain = InputDomain.Free, Tensor? low = null, Tensor? high = null)
     {
         using var scope = torch.NewDisposeScope();
         var wt = torch.tensor(w.Cast<double>().ToArray(), new long[] { w.GetLength(0), w.GetLength(1) }, float64);
@@ -136,6 +136,22 @@ public class RuleHandComputedTests
         // z = W⁺x⁺ + W⁻x⁻ + b⁺
         var expected = Group(W, B, X, R, new[] { ((Func<double, double>)Pos, (Func<double, double>)Pos, (Func<double, double>?)Pos), (Neg, Neg, null) });
         ShouldEqual(Dense(new ZPlusRule(), W, B, X, R), expected);
+    }
+
+    [Fact]
+    public void ZPlusDropsTheRelevanceOfAnOutputWithoutPositiveContributions()
+    {
+        // x ≥ 0 (as after a ReLU) and every active input meets a negative weight: z = -3 < 0, z⁺ = 0 exactly, so the
+        // stabiliser turns s_0 into R_0 / 1e-6 and every contribution x_i·w⁺_i·s_0 is 0 — output 0's relevance is lost.
+        // This is why z⁺ conserves only where every output that receives relevance has z⁺ > 0 (see ConservationTests).
+        var w = new[,] { { -1.0, -1.0, 2.0 }, { 1.0, 0.5, -1.0 } };
+        var x = new[] { 1.0, 2.0, 0.0 };
+        var r = new[] { -3.0, 2.0 };
+        var result = Dense(new ZPlusRule(), w, null, x, r);
+        // output 1: z⁺ = 1·1 + 0.5·2 = 2, inputs 0 and 1 get 1·2/stab(2) and 0.5·2·2/stab(2); output 0 contributes nothing
+        var s1 = 2.0 / Stab(2.0);
+        ShouldEqual(result, new[] { s1, s1, 0.0 });
+        result.Sum().Should().BeApproximately(2.0, 1e-5, "R_0 = -3 is gone: the sum is R_1 alone, not R_0 + R_1 = -1");
     }
 
     [Fact]

@@ -47,6 +47,9 @@ public sealed class LinearUnit : IDisposable
     /// <summary>The effective bias ([out]) or <c>null</c> when the layer has none.</summary>
     public Tensor? Bias { get; private set; }
 
+    /// <summary>Number of convolution groups (1 for dense layers).</summary>
+    public long Groups => Kind == LinearUnitKind.Dense ? 1 : _groups;
+
     /// <summary>Number of input features (dense) or input channels (convolution).</summary>
     public long InputFeatures => Kind == LinearUnitKind.Dense ? Weight.shape[1] : Weight.shape[1] * _groups;
 

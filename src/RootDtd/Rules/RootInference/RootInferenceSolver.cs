@@ -94,7 +94,7 @@ public static class RootInferenceSolver
         var t = x.clone();
         var mask = map.Mask(t);
         var f = map.Apply(t, mask);
-        var loss = SumPerSample(Square(f - r));
+        var loss = SquaredNorm(f - r);
         var initialLoss = loss.clone();
         var scale = torch.full(new[] { batch }, options.Gamma, dtype: x.dtype, device: x.device);
         var accepted = torch.zeros(batch, dtype: x.dtype, device: x.device);
@@ -103,16 +103,19 @@ public static class RootInferenceSolver
         for (var k = 0; k < options.Steps; k++)
         {
             using var step = torch.NewDisposeScope();
-            var g = map.ApplyTransposed((f - r) * 2, mask, x.shape);
-            var jg = map.Apply(g, mask);
-            var gg = SumPerSample(g * g);
-            var jj = SumPerSample(jg * jg);
+            // The spec's gradient is g = 2·Jᵀ(F − r) and its step α·g with α = ‖g‖²/(2‖Jg‖²). With h = Jᵀ(F − r) the
+            // step is (‖h‖²/‖Jh‖²)·h: the factors of 2 cancel exactly (powers of two scale floats without rounding),
+            // which saves one pass over the output per step.
+            var h = map.ApplyTransposed(f - r, mask, x.shape);
+            var jh = map.Apply(h, mask);
+            var hh = SquaredNorm(h);
+            var jj = SquaredNorm(jh);
             var positive = jj.gt(0);
-            var alpha = torch.where(positive, gg / (torch.where(positive, jj, torch.ones_like(jj)) * 2), torch.zeros_like(jj));
-            var candidate = Project(t - (scale * alpha).view(inShape) * g, lo, hi);
+            var alpha = torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
+            var candidate = Project(t.addcmul((scale * alpha).view(inShape), h, -1), lo, hi);
             var candidateMask = map.Mask(candidate);
             var candidateF = map.Apply(candidate, candidateMask);
-            var candidateLoss = SumPerSample(Square(candidateF - r));
+            var candidateLoss = SquaredNorm(candidateF - r);
             var accept = candidateLoss.le(loss);
             var acceptIn = accept.view(inShape);
 
@@ -166,9 +169,12 @@ public static class RootInferenceSolver
         return shape;
     }
 
-    private static Tensor Square(Tensor t) => t * t;
-
-    private static Tensor SumPerSample(Tensor t) => t.reshape(t.shape[0], -1).sum(1);
+    /// <summary>Σ of squares per sample [B], as a batched dot product (one read of <paramref name="t"/>, no squared copy).</summary>
+    private static Tensor SquaredNorm(Tensor t)
+    {
+        var flat = t.reshape(t.shape[0], 1, -1);
+        return flat.bmm(flat.transpose(1, 2)).reshape(t.shape[0]);
+    }
 
     private static (Tensor? Lo, Tensor? Hi) Box(Tensor x, InputDomain domain, bool gradientConstraint, Tensor? low, Tensor? high) => domain switch
     {
@@ -179,9 +185,8 @@ public static class RootInferenceSolver
 
     private static Tensor Project(Tensor t, Tensor? lo, Tensor? hi)
     {
-        if (lo is not null) t = torch.maximum(t, lo);
-        if (hi is not null) t = torch.minimum(t, hi);
-        return t;
+        if (lo is null && hi is null) return t;
+        return t.clamp(lo, hi);
     }
 
     /// <summary>
@@ -193,19 +198,29 @@ public static class RootInferenceSolver
         private readonly LinearUnit _unit;
         private readonly Tensor _weight;
         private readonly Tensor? _negative;
+        // [W⁺ | W⁻] along the input-feature axis: the masked map as ONE layer evaluation on [v⊙m | v⊙(1−m)] and its
+        // transpose as one transposed evaluation split in two halves (about half the time of two evaluations on
+        // thin inputs such as the 3-channel image). Only for ungrouped layers.
+        private readonly Tensor? _stacked;
+        private readonly long _featureDim;
 
         public ContributionMap(LinearUnit unit, Tensor x, InputDomain domain, bool positive)
         {
             _unit = unit;
-            var w = unit.Weight.dtype == x.dtype && unit.Weight.device_type == x.device_type && unit.Weight.device_index == x.device_index ? unit.Weight : unit.Weight.to(x.dtype).to(x.device);
+            _featureDim = unit.Kind == LinearUnitKind.Dense ? x.dim() - 1 : 1;
+            var own = unit.Weight.dtype == x.dtype && unit.Weight.device_type == x.device_type && unit.Weight.device_index == x.device_index;
+            var w = own ? unit.Weight : unit.Weight.to(x.dtype).to(x.device);
             if (!positive)
             {
                 _weight = w;
                 return;
             }
-            _weight = ReferenceEquals(w, unit.Weight) ? unit.GetParameter("w:+", () => unit.Weight.clamp(min: 0)) : w.clamp(min: 0);
-            if (domain != InputDomain.Relu)
-                _negative = ReferenceEquals(w, unit.Weight) ? unit.GetParameter("w:-", () => unit.Weight.clamp(max: 0)) : w.clamp(max: 0);
+            _weight = own ? unit.GetParameter("w:+", () => unit.Weight.clamp(min: 0)) : w.clamp(min: 0);
+            if (domain == InputDomain.Relu) return;
+            _negative = own ? unit.GetParameter("w:-", () => unit.Weight.clamp(max: 0)) : w.clamp(max: 0);
+            if (unit.Groups == 1)
+                _stacked = own ? unit.GetParameter("w:+|-", () => torch.cat(new[] { unit.Weight.clamp(min: 0), unit.Weight.clamp(max: 0) }, 1))
+                    : torch.cat(new[] { _weight, _negative }, 1);
         }
 
         public Tensor? Mask(Tensor t) => _negative is null ? null : t.ge(0);
@@ -214,12 +229,21 @@ public static class RootInferenceSolver
         {
             if (mask is null) return _unit.Forward(v, _weight, null);
             var vp = torch.where(mask, v, torch.zeros_like(v));
+            if (_stacked is not null) return _unit.Forward(torch.cat(new[] { vp, v - vp }, _featureDim), _stacked, null);
             return _unit.Forward(vp, _weight, null) + _unit.Forward(v - vp, _negative!, null);
         }
 
         public Tensor ApplyTransposed(Tensor r, Tensor? mask, long[] inputShape)
         {
             if (mask is null) return _unit.Transpose(r, _weight, inputShape);
+            if (_stacked is not null)
+            {
+                var features = inputShape[_featureDim];
+                var doubled = (long[])inputShape.Clone();
+                doubled[_featureDim] = 2 * features;
+                var both = _unit.Transpose(r, _stacked, doubled);
+                return torch.where(mask, both.narrow(_featureDim, 0, features), both.narrow(_featureDim, features, features));
+            }
             var p = _unit.Transpose(r, _weight, inputShape);
             var n = _unit.Transpose(r, _negative!, inputShape);
             return torch.where(mask, p, n);

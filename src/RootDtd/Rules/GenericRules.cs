@@ -49,7 +49,7 @@ public sealed class NormRule : Rule
                 $"Norm cannot propagate relevance through '{context.Node.Name}' ({context.Node.Kind}): its forward is not differentiable " +
                 "(the output does not depend on the input through autograd, e.g. a detach() or an integer operation). Give the node Pass or Gradient, or fix its adapter.");
         var ratio = Stabilizer.Divide(context.Relevance, z.detach());
-        var grads = torch.autograd.grad(new[] { z }, leaves, new[] { ratio });
+        var grads = VectorJacobian.Grad(z, leaves, ratio);
         return leaves.Select((l, i) => l.detach() * grads[i]).ToArray();
     }
 
@@ -77,9 +77,26 @@ public sealed class GradientRule : Rule
             z = context.Node.Forward(leaves);
         }
         if (!z.requires_grad) return leaves.Select(l => torch.zeros_like(l)).ToArray();
-        return torch.autograd.grad(new[] { z }, leaves, new[] { context.Relevance }).ToArray();
+        return VectorJacobian.Grad(z, leaves, context.Relevance);
     }
 
     /// <inheritdoc />
     public override string ToString() => "Gradient";
+}
+
+/// <summary>autograd.grad for nodes with several inputs, some of which the node's forward may not use.</summary>
+internal static class VectorJacobian
+{
+    /// <summary>
+    /// ∂⟨z, v⟩/∂leaf for every leaf; an input the forward ignores gets zeros. Without allow_unused libtorch raises an
+    /// error for such an input, which TorchSharp's autograd.grad turns into a process abort instead of an exception.
+    /// </summary>
+    public static Tensor[] Grad(Tensor z, Tensor[] leaves, Tensor v)
+    {
+        var grads = torch.autograd.grad(new[] { z }, leaves, new[] { v }, allow_unused: true);
+        var result = new Tensor[leaves.Length];
+        for (var i = 0; i < leaves.Length; i++)
+            result[i] = grads[i] is { IsInvalid: false } g ? g : torch.zeros_like(leaves[i]).detach();
+        return result;
+    }
 }

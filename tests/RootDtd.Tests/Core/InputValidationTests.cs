@@ -221,6 +221,31 @@ public class InputValidationTests
         act.Should().Throw<ExplanationException>().WithMessage("*'odd'*");
     }
 
+    /// <summary>A custom two-input node whose forward reads only its first input.</summary>
+    private sealed class FirstOfTwo(int a, int b) : GraphNode("first-of-two", NodeKind.Other, new[] { a, b })
+    {
+        public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * 3.0;
+    }
+
+    [Fact]
+    public void NormAndGradientRulesGiveZeroRelevanceToAnInputTheNodeIgnores()
+    {
+        // autograd.grad without allow_unused would abort the whole process on the unused second input
+        using var scope = torch.NewDisposeScope();
+        var node = new FirstOfTwo(0, 1);
+        var inputs = new[] { torch.tensor(new[] { 1.0, -2.0, 4.0 }, float64), torch.tensor(new[] { 5.0, 6.0, 7.0 }, float64) };
+        var r = torch.tensor(new[] { 0.5, 1.0, -3.0 }, float64);
+        foreach (var rule in new Rule[] { new NormRule(new Stabilizer(1e-15)), GradientRule.Instance })
+        {
+            var first = TestNets.Propagate(rule, node, inputs, r, which: 0);
+            var second = TestNets.Propagate(rule, node, inputs, r, which: 1);
+            second.Should().Equal(new[] { 0.0, 0.0, 0.0 }, $"{rule} must give the unused input nothing");
+            // Norm: x·3·R/(3x) = R; Gradient: 3·R
+            var expected = rule is NormRule ? new[] { 0.5, 1.0, -3.0 } : new[] { 1.5, 3.0, -9.0 };
+            first.Zip(expected).Should().OnlyContain(p => Math.Abs(p.First - p.Second) < 1e-12, rule.ToString());
+        }
+    }
+
     [Fact]
     public void MismatchedInputBoundsAreRejected()
     {

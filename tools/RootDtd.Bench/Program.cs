@@ -45,6 +45,7 @@ foreach (var modelName in options.Models)
         torch.manual_seed(1);
         using var x = torch.randn(batch, 3, options.Size, options.Size);
         var rows = new List<(string Name, double Ms, string Note)>();
+        var uncheckedMs = new Dictionary<string, double>();
         var label = $"{modelName} b={batch}";
 
         var forward = Time(label, "forward", () =>
@@ -79,6 +80,14 @@ foreach (var modelName in options.Models)
                 {
                     using var e = explainer.Explain(x);
                 });
+                if (options.AlsoUnchecked)
+                {
+                    using var fast = new Explainer(model, method.CreateDefault(), new ExplainerOptions { InputLow = low, InputHigh = high, VerifyForward = false });
+                    uncheckedMs[method.Name] = Time(label, method.Name + " (unchecked)", () =>
+                    {
+                        using var e = fast.Explain(x);
+                    });
+                }
                 // root-inference composites report per-unit diagnostics: one extra run to collect them
                 using var diagExplainer = new Explainer(model, method.CreateDefault(),
                     new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
@@ -102,13 +111,20 @@ foreach (var modelName in options.Models)
 
         Out($"## {modelName}, batch {batch}");
         Out();
-        Out("| method | ms/image | × forward+gradient | note |");
-        Out("|---|---:|---:|---|");
+        Out(options.AlsoUnchecked
+            ? "| method | ms/image | × forward+gradient | ms/image, VerifyForward off | × forward+gradient, VerifyForward off | note |"
+            : "| method | ms/image | × forward+gradient | note |");
+        Out(options.AlsoUnchecked ? "|---|---:|---:|---:|---:|---|" : "|---|---:|---:|---|");
         foreach (var (name, ms, note) in rows)
         {
             var perImage = ms / batch;
             var ratio = ms / gradient;
-            Out(string.Create(CultureInfo.InvariantCulture, $"| {name} | {(double.IsNaN(ms) ? "–" : perImage.ToString("F1", CultureInfo.InvariantCulture))} | {(double.IsNaN(ms) ? "–" : ratio.ToString("F2", CultureInfo.InvariantCulture))} | {note} |"));
+            var extra = "";
+            if (options.AlsoUnchecked)
+                extra = uncheckedMs.TryGetValue(name, out var u)
+                    ? string.Create(CultureInfo.InvariantCulture, $" {u / batch:F1} | {u / gradient:F2} |")
+                    : " | |";
+            Out(string.Create(CultureInfo.InvariantCulture, $"| {name} | {(double.IsNaN(ms) ? "–" : perImage.ToString("F1", CultureInfo.InvariantCulture))} | {(double.IsNaN(ms) ? "–" : ratio.ToString("F2", CultureInfo.InvariantCulture))} |{extra} {note} |"));
         }
         Out();
         foreach (var (method, units) in breakdowns)
@@ -211,7 +227,7 @@ static string RuntimeInformationText()
 }
 
 internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Methods, int Repeats, int Warmup, int Size, int Threads,
-    int MemoryIterations, int MemorySize, string? OutFile)
+    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false)
 {
     public static BenchOptions? Parse(string[] args)
     {
@@ -237,9 +253,11 @@ internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Me
                 case "--memory": o = o with { MemoryIterations = Ints(Next())[0] }; memoryOnly = true; break;
                 case "--memory-size": o = o with { MemorySize = Ints(Next())[0] }; break;
                 case "--out": o = o with { OutFile = Next() }; break;
+                case "--unchecked": o = o with { AlsoUnchecked = true }; break;
                 case "-h" or "--help":
                     Console.WriteLine("dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|name,...] " +
-                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--out results.md]");
+                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
+                    Console.WriteLine("--unchecked: also time every method with ExplainerOptions.VerifyForward = false (no check of the graph against the model's own forward)");
                     Console.WriteLine("methods: " + string.Join(", ", MethodCatalog.All.Select(x => x.Name)));
                     return null;
                 default:

@@ -95,20 +95,46 @@ public sealed class GammaRule : ModifiedGradientRule
         if (!(gamma >= 0) || double.IsInfinity(gamma)) throw new ArgumentOutOfRangeException(nameof(gamma), gamma, "γ must be a finite number ≥ 0.");
         Gamma = gamma;
         var key = gamma.ToString("R", CultureInfo.InvariantCulture);
-        var up = new PT("gamma+" + key, t => t + gamma * t.clamp(min: 0));
-        var down = new PT("gamma-" + key, t => t + gamma * t.clamp(max: 0));
+        _up = new PT("gamma+" + key, t => t + gamma * t.clamp(min: 0));
+        _down = new PT("gamma-" + key, t => t + gamma * t.clamp(max: 0));
         Groups = new[]
         {
-            new RuleGroup(new[] { new RuleTerm(TI.Positive, up, up), new RuleTerm(TI.Negative, down, null) }, OutputMask.PositiveOutput),
-            new RuleGroup(new[] { new RuleTerm(TI.Positive, down, down), new RuleTerm(TI.Negative, up, null) }, OutputMask.NegativeOutput),
+            new RuleGroup(new[] { new RuleTerm(TI.Positive, _up, _up), new RuleTerm(TI.Negative, _down, null) }, OutputMask.PositiveOutput),
+            new RuleGroup(new[] { new RuleTerm(TI.Positive, _down, _down), new RuleTerm(TI.Negative, _up, null) }, OutputMask.NegativeOutput),
         };
     }
+
+    private readonly PT _up;
+    private readonly PT _down;
 
     /// <summary>γ.</summary>
     public double Gamma { get; }
 
     /// <inheritdoc />
     protected override IReadOnlyList<RuleGroup> Groups { get; }
+
+    /// <summary>
+    /// On the ReLU domain (x ≥ 0) both denominators follow from the recorded output z = Wx + b and ONE extra
+    /// evaluation p = W⁺x + b⁺: (W+γW⁺)x + b+γb⁺ = z + γp and (W+γW⁻)x + b+γb⁻ = z + γ(z − p) — one layer evaluation
+    /// instead of two. Neither sum cancels on the outputs it explains (z &gt; 0 with p ≥ 0; z &lt; 0 with z − p ≤ z), so the
+    /// rounding stays that of the direct form. Elsewhere the declarative groups run.
+    /// </summary>
+    public override Tensor[] Propagate(RuleContext context)
+    {
+        if (context.Domain != InputDomain.Relu) return base.Propagate(context);
+        var unit = context.Unit;
+        var x = context.Input;
+        var z = context.Output;
+        var p = unit.Forward(x, unit.GetParameter("w:" + PT.Positive.Key, () => PT.Positive.Apply(unit.Weight)),
+            unit.Bias is null ? null : unit.GetParameter("b:" + PT.Positive.Key, () => PT.Positive.Apply(unit.Bias)));
+        var up = z + Gamma * p;
+        var down = z + Gamma * (z - p);
+        var sUp = Stabilizer.Divide(context.Relevance, up) * z.gt(0).to(up.dtype);
+        var sDown = Stabilizer.Divide(context.Relevance, down) * z.lt(0).to(down.dtype);
+        var wUp = unit.GetParameter("w:" + _up.Key, () => _up.Apply(unit.Weight));
+        var wDown = unit.GetParameter("w:" + _down.Key, () => _down.Apply(unit.Weight));
+        return new[] { x * (unit.Transpose(sUp, wUp, x.shape) + unit.Transpose(sDown, wDown, x.shape)) };
+    }
 
     /// <inheritdoc />
     public override string ToString() => FormattableString.Invariant($"Gamma({Gamma:g3})");

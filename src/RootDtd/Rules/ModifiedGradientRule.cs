@@ -84,7 +84,7 @@ public sealed record RuleGroup(IReadOnlyList<RuleTerm> Terms, OutputMask Mask = 
 /// a rule is a declarative list of <see cref="RuleGroup"/>s. For each group the engine evaluates the modified forwards,
 /// divides the output relevance by their stabilised sum, takes the vector-Jacobian product of each (linear) term —
 /// the layer's transposed map, which is what autograd would compute, without building a graph — and multiplies by
-/// the modified inputs. A group that is the layer's plain forward reuses the recorded output instead of recomputing it. Terms that read x⁻ are skipped where the input is known to be non-negative (ReLU domain).
+/// the modified inputs. A term that is the layer's plain forward reuses the recorded output instead of recomputing it. Terms that read x⁻ are skipped where the input is known to be non-negative (ReLU domain).
 /// </summary>
 public abstract class ModifiedGradientRule : Rule
 {
@@ -118,13 +118,9 @@ public abstract class ModifiedGradientRule : Rule
                 var input = SelectInput(term.Input, x, context, nonNegative);
                 var w = unit.GetParameter("w:" + term.Weight.Key, () => term.Weight.Apply(unit.Weight));
                 terms.Add((input, w, term));
-                if (IsPlainForward(group, term))
-                {
-                    z = context.Output; // the recorded output is exactly this term: no second forward
-                    continue;
-                }
                 var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Apply(unit.Bias));
-                var zk = unit.Forward(input, w, b);
+                // a term that is the layer's own forward is the recorded output: no second evaluation
+                var zk = IsPlainForward(term, unit) ? context.Output : unit.Forward(input, w, b);
                 if (term.Sign != 1) zk = zk * term.Sign;
                 z = z is null ? zk : z + zk;
             }
@@ -152,9 +148,9 @@ public abstract class ModifiedGradientRule : Rule
         return new[] { result ?? torch.zeros_like(x) };
     }
 
-    private static bool IsPlainForward(RuleGroup group, RuleTerm term) =>
-        group.Terms.Count == 1 && term.Input == TermInput.Input && term.Sign == 1
-        && ReferenceEquals(term.Weight, ParameterTransform.Identity) && ReferenceEquals(term.Bias, ParameterTransform.Identity);
+    private static bool IsPlainForward(RuleTerm term, LinearUnit unit) =>
+        term.Input == TermInput.Input && ReferenceEquals(term.Weight, ParameterTransform.Identity)
+        && (ReferenceEquals(term.Bias, ParameterTransform.Identity) || (term.Bias is null && unit.Bias is null));
 
     private Tensor SelectInput(TermInput which, Tensor x, RuleContext context, bool nonNegative) => which switch
     {

@@ -121,6 +121,22 @@ public class RuleHandComputedTests
         ShouldEqual(Dense(new GammaRule(gamma), W, B, X, R), Add(positive, negative));
     }
 
+    [Theory]
+    [InlineData(0.25)]
+    [InlineData(1.0)]
+    public void GammaOnTheReluDomainMatchesTheHandFormula(double gamma)
+    {
+        // x ≥ 0 and the ReLU domain: the rule's shortcut (z + γ·(W⁺x+b⁺), z + γ·(z − W⁺x − b⁺)) against the two groups
+        // written out; output 0 has z = 3 > 0, output 1 has z = -2.75 < 0
+        var x = new[] { 2.0, 0.5, 0.0 };
+        var b = new[] { 2.0, -1.0 };
+        Func<double, double> up = v => v + gamma * Pos(v), down = v => v + gamma * Neg(v);
+        var positive = Group(W, b, x, R, new[] { ((Func<double, double>)Pos, up, (Func<double, double>?)up) }, j => j == 0);
+        var negative = Group(W, b, x, R, new[] { ((Func<double, double>)Pos, down, (Func<double, double>?)down) }, j => j == 1);
+        ShouldEqual(Dense(new GammaRule(gamma), W, b, x, R, InputDomain.Relu), Add(positive, negative));
+        ShouldEqual(Dense(new GammaRule(gamma), W, b, x, R, InputDomain.Relu), Dense(new GammaRule(gamma), W, b, x, R));
+    }
+
     [Fact]
     public void GammaPassesNothingThroughAnOutputThatIsExactlyZero()
     {

@@ -115,8 +115,8 @@ public sealed class GammaRule : ModifiedGradientRule
 
     /// <summary>
     /// On the ReLU domain (x ≥ 0) both denominators follow from the recorded output z = Wx + b and ONE extra
-    /// evaluation p = W⁺x + b⁺: (W+γW⁺)x + b+γb⁺ = z + γp and (W+γW⁻)x + b+γb⁻ = z + γ(z − p) — one layer evaluation
-    /// instead of two. Neither sum cancels on the outputs it explains (z &gt; 0 with p ≥ 0; z &lt; 0 with z − p ≤ z), so the
+    /// evaluation p = W⁺x + b⁺: (W+γW⁺)x + b+γb⁺ = z + γp and (W+γW⁻)x + b+γb⁻ = (1+γ)z − γp — one layer evaluation
+    /// instead of two. Neither sum cancels on the outputs it explains (z &gt; 0 with p ≥ 0; z &lt; 0 with −γp ≤ 0), so the
     /// rounding stays that of the direct form. Elsewhere the declarative groups run.
     /// </summary>
     public override Tensor[] Propagate(RuleContext context)
@@ -127,13 +127,14 @@ public sealed class GammaRule : ModifiedGradientRule
         var z = context.Output;
         var p = unit.Forward(x, unit.GetParameter("w:" + PT.Positive.Key, () => PT.Positive.Apply(unit.Weight)),
             unit.Bias is null ? null : unit.GetParameter("b:" + PT.Positive.Key, () => PT.Positive.Apply(unit.Bias)));
-        var up = z + Gamma * p;
-        var down = z + Gamma * (z - p);
-        var sUp = Stabilizer.Divide(context.Relevance, up) * z.gt(0).to(up.dtype);
-        var sDown = Stabilizer.Divide(context.Relevance, down) * z.lt(0).to(down.dtype);
+        // in place on fresh temporaries: on large activations allocation costs more than the arithmetic
+        var up = (p * Gamma).add_(z);                 // z + γp
+        var down = (z * (1 + Gamma)).add_(p, -Gamma); // z + γ(z − p)
+        var sUp = Stabilizer.Divide(context.Relevance, up).masked_fill_(z.le(0), 0);
+        var sDown = Stabilizer.Divide(context.Relevance, down).masked_fill_(z.ge(0), 0);
         var wUp = unit.GetParameter("w:" + _up.Key, () => _up.Apply(unit.Weight));
         var wDown = unit.GetParameter("w:" + _down.Key, () => _down.Apply(unit.Weight));
-        return new[] { x * (unit.Transpose(sUp, wUp, x.shape) + unit.Transpose(sDown, wDown, x.shape)) };
+        return new[] { unit.Transpose(sUp, wUp, x.shape).add_(unit.Transpose(sDown, wDown, x.shape)).mul_(x) };
     }
 
     /// <inheritdoc />

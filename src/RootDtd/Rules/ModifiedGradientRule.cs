@@ -112,6 +112,7 @@ public abstract class ModifiedGradientRule : Rule
             // 1. the modified forwards z_k = sign·f(input_k; W_k, b_k) and their sum z
             var terms = new List<(Tensor Input, Tensor Weight, RuleTerm Term)>();
             Tensor? z = null;
+            var zOwned = false; // whether z is a temporary of this method (safe to update in place)
             foreach (var term in group.Terms)
             {
                 if (nonNegative && term.Input == TermInput.Negative) continue;
@@ -122,7 +123,17 @@ public abstract class ModifiedGradientRule : Rule
                 // a term that is the layer's own forward is the recorded output: no second evaluation
                 var zk = IsPlainForward(term, unit) ? context.Output : unit.Forward(input, w, b);
                 if (term.Sign != 1) zk = zk * term.Sign;
-                z = z is null ? zk : z + zk;
+                if (z is null)
+                {
+                    z = zk;
+                    zOwned = !ReferenceEquals(zk, context.Output);
+                }
+                else if (zOwned) z.add_(zk);
+                else
+                {
+                    z = z + zk;
+                    zOwned = true;
+                }
             }
             if (z is null) continue;
 
@@ -130,8 +141,8 @@ public abstract class ModifiedGradientRule : Rule
             var ratio = Stabilizer.Divide(context.Relevance, z);
             ratio = group.Mask switch
             {
-                OutputMask.PositiveOutput => ratio * context.Output.gt(0).to(ratio.dtype),
-                OutputMask.NegativeOutput => ratio * context.Output.lt(0).to(ratio.dtype),
+                OutputMask.PositiveOutput => ratio.masked_fill_(context.Output.le(0), 0),
+                OutputMask.NegativeOutput => ratio.masked_fill_(context.Output.ge(0), 0),
                 _ => ratio,
             };
 
@@ -139,10 +150,11 @@ public abstract class ModifiedGradientRule : Rule
             //    computed with the layer's transposed map (what autograd would run, without recording a graph)
             foreach (var (input, w, term) in terms)
             {
-                var contribution = input * unit.Transpose(ratio, w, x.shape);
+                // the transposed map returns a fresh tensor: scale it in place
+                var contribution = unit.Transpose(ratio, w, x.shape).mul_(input);
                 var factor = term.Sign * group.Scale;
-                if (factor != 1) contribution = contribution * factor;
-                result = result is null ? contribution : result + contribution;
+                if (factor != 1) contribution.mul_(factor);
+                result = result is null ? contribution : result.add_(contribution);
             }
         }
         return new[] { result ?? torch.zeros_like(x) };

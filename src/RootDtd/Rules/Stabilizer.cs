@@ -21,9 +21,13 @@ public sealed record Stabilizer(double Epsilon, bool DropZeros = false)
     /// <summary>Returns <c>numerator / stabilised(denominator)</c>.</summary>
     public Tensor Divide(Tensor numerator, Tensor denominator)
     {
-        var sign = denominator.ge(0).to(denominator.dtype) * 2 - 1;
-        var q = numerator / (denominator + sign * Epsilon);
-        return DropZeros ? q.masked_fill(denominator.eq(0), 0) : q;
+        // z + ε·s built in place on one temporary (s·ε = [z ≥ 0]·2ε − ε is exactly ±ε): on large activations every
+        // fresh tensor costs more than the arithmetic, so this chain allocates twice instead of six times.
+        var shifted = denominator.ge(0).to(denominator.dtype);
+        shifted.mul_(2 * Epsilon).sub_(Epsilon).add_(denominator);
+        var q = numerator / shifted;
+        shifted.Dispose();
+        return DropZeros ? q.masked_fill_(denominator.eq(0), 0) : q;
     }
 
     /// <inheritdoc />

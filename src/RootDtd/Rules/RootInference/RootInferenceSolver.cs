@@ -185,8 +185,9 @@ public static class RootInferenceSolver
 
     private static Tensor Project(Tensor t, Tensor? lo, Tensor? hi)
     {
+        // t is the step's fresh candidate: clip it in place
         if (lo is null && hi is null) return t;
-        return t.clamp(lo, hi);
+        return t.clamp_(lo, hi);
     }
 
     /// <summary>

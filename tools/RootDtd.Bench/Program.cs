@@ -88,12 +88,16 @@ foreach (var modelName in options.Models)
                         using var e = fast.Explain(x);
                     });
                 }
-                // root-inference composites report per-unit diagnostics: one extra run to collect them
-                using var diagExplainer = new Explainer(model, method.CreateDefault(),
-                    new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
-                using var d = diagExplainer.Explain(x);
-                if (d.Diagnostics.Count > 0)
-                    breakdowns.Add((method.Name, d.Diagnostics.GroupBy(u => u.Unit).Select(g => (g.Key, g.Sum(u => u.Milliseconds))).OrderByDescending(u => u.Item2).ToList()));
+                // root-inference composites report per-unit solver times: one extra run to collect them (other rules
+                // record no per-unit time, so they skip it)
+                if (explainer.RuleAssignment.Any(a => a.Rule.StartsWith("RootInference", StringComparison.Ordinal)))
+                {
+                    using var diagExplainer = new Explainer(model, method.CreateDefault(),
+                        new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
+                    using var d = diagExplainer.Explain(x);
+                    if (d.Diagnostics.Count > 0)
+                        breakdowns.Add((method.Name, d.Diagnostics.GroupBy(u => u.Unit).Select(g => (g.Key, g.Sum(u => u.Milliseconds))).OrderByDescending(u => u.Item2).ToList()));
+                }
             }
             catch (Exception e) when (e is ExplanationException or ArgumentException or NotSupportedException)
             {

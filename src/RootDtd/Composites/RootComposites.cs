@@ -41,7 +41,7 @@ public static class RootComposites
     public static Composite RootFlatInput(RootInferenceOptions? options = null) =>
         WithSpecLayers(new Composite("root-flat-input")).ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
 
-    /// <summary>Root-inference options from catalog parameters (steps, gamma, positive, gradient, normalized; booleans as 0/1).</summary>
+    /// <summary>Root-inference options from catalog parameters (steps, gamma, positive, gradient, domain, normalized; booleans as 0/1).</summary>
     public static RootInferenceOptions OptionsFrom(IReadOnlyDictionary<string, double> p)
     {
         ArgumentNullException.ThrowIfNull(p);
@@ -54,6 +54,7 @@ public static class RootComposites
             Gamma = p.GetValueOrDefault("gamma", 1),
             PositiveConstraint = Flag(p, "positive"),
             GradientConstraint = Flag(p, "gradient"),
+            DomainConstraint = Flag(p, "domain"),
             Redistribution = Flag(p, "normalized") ? RootRedistribution.Normalized : RootRedistribution.Direct,
         };
     }
@@ -65,6 +66,7 @@ public static class RootComposites
         ["gamma"] = 1,
         ["positive"] = 1,
         ["gradient"] = 1,
+        ["domain"] = 1,
         ["normalized"] = 1,
     };
 

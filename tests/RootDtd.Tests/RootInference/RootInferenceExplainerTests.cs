@@ -127,6 +127,27 @@ public class RootInferenceExplainerTests
     }
 
     [Fact]
+    public void CatalogParametersSwitchEveryOptionOfTheRule()
+    {
+        RootComposites.OptionsFrom(RootComposites.DefaultParameters()).Should().BeEquivalentTo(RootInferenceOptions.Default);
+        var p = RootComposites.DefaultParameters();
+        p["steps"] = 5;
+        p["gamma"] = 0.5;
+        p["positive"] = 0;
+        p["gradient"] = 0;
+        p["domain"] = 0;
+        p["normalized"] = 0;
+        var o = RootComposites.OptionsFrom(p);
+        (o.Steps, o.Gamma, o.PositiveConstraint, o.GradientConstraint, o.DomainConstraint, o.Redistribution)
+            .Should().Be((5, 0.5, false, false, false, RootRedistribution.Direct));
+        // the switch reaches the rule through the catalog's name:key=value syntax
+        using var scope = torch.NewDisposeScope();
+        using var c = GoldenCases.Open("cnn", float64);
+        using var off = new Explainer(c.Model, MethodCatalog.Parse("root:domain=0"), new ExplainerOptions { InputLow = c.Low, InputHigh = c.High });
+        off.RuleAssignment.Where(a => a.Rule.StartsWith("RootInference", StringComparison.Ordinal)).Should().OnlyContain(a => a.Rule.Contains("no-box"));
+    }
+
+    [Fact]
     public void FlatInputPresetPutsFlatOnTheFirstUnitOnly()
     {
         using var scope = torch.NewDisposeScope();
@@ -146,7 +167,7 @@ public class RootInferenceExplainerTests
         using var scope = torch.NewDisposeScope();
         MethodCatalog.Get("root").Parameters.Should().BeEquivalentTo(new Dictionary<string, double>
         {
-            ["steps"] = 20, ["gamma"] = 1, ["positive"] = 1, ["gradient"] = 1, ["normalized"] = 1,
+            ["steps"] = 20, ["gamma"] = 1, ["positive"] = 1, ["gradient"] = 1, ["domain"] = 1, ["normalized"] = 1,
         });
         using var c = GoldenCases.Open("cnn", float64);
         var reference = GoldenCases.Load("cnn.root.safetensors");

@@ -35,6 +35,22 @@ public sealed class ImageNormalization
     /// <summary>No normalisation: mean 0, std 1 (tensors stay in [0,1]).</summary>
     public static ImageNormalization Identity { get; } = new([0f, 0f, 0f], [1f, 1f, 1f]);
 
+    /// <summary>Mean = std = 0.5 per channel ([0,1] maps to [−1,1]; Chefer et al.'s ViT setting, and the committed synthetic models').</summary>
+    public static ImageNormalization Half { get; } = new([0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]);
+
+    /// <summary>Number of channels (always 3: R, G, B).</summary>
+    public int Channels => 3;
+
+    /// <summary>The per-channel mean as a [1,3,1,1] tensor of the given element type on the given device.</summary>
+    /// <param name="dtype">Element type.</param>
+    /// <param name="device">Target device.</param>
+    public Tensor MeanTensor(ScalarType dtype, Device device) => tensor(_mean, new long[] { 1, 3, 1, 1 }).to(dtype, device);
+
+    /// <summary>The per-channel standard deviation as a [1,3,1,1] tensor of the given element type on the given device.</summary>
+    /// <param name="dtype">Element type.</param>
+    /// <param name="device">Target device.</param>
+    public Tensor StdTensor(ScalarType dtype, Device device) => tensor(_std, new long[] { 1, 3, 1, 1 }).to(dtype, device);
+
     /// <summary>Per-channel means (R, G, B).</summary>
     public IReadOnlyList<float> Mean => _mean;
 

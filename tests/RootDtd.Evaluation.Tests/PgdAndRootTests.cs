@@ -1,4 +1,5 @@
 using FluentAssertions;
+using RootDtd.Imaging;
 using RootDtd.Evaluation.Metrics;
 using RootDtd.Evaluation.Results;
 using TorchSharp;

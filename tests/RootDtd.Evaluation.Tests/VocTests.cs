@@ -1,4 +1,5 @@
 using FluentAssertions;
+using RootDtd.Imaging;
 using RootDtd.Evaluation.Data;
 using RootDtd.Evaluation.Synthetic;
 using SixLabors.ImageSharp;

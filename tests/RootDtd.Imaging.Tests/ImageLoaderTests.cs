@@ -190,6 +190,25 @@ public sealed class ImageLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Half_normalization_maps_the_unit_range_to_minus_one_one_and_exposes_broadcastable_channel_tensors()
+    {
+        using var scope = torch.NewDisposeScope();
+        var half = ImageNormalization.Half;
+        half.Channels.Should().Be(3);
+        var x = torch.tensor(new[] { 0f, 0.25f, 1f }).view(1, 3, 1, 1);
+        half.Normalize(x).data<float>().ToArray().Should().Equal(-1f, -0.5f, 1f);
+        half.LowerBound().data<float>().ToArray().Should().Equal(-1f, -1f, -1f);
+        var mean = ImageNormalization.ImageNet.MeanTensor(ScalarType.Float64, torch.CPU);
+        mean.shape.Should().Equal(1, 3, 1, 1);
+        mean.dtype.Should().Be(ScalarType.Float64);
+        mean.data<double>().ToArray().Should().Equal(0.485f, 0.456f, 0.406f);
+        var std = ImageNormalization.ImageNet.StdTensor(ScalarType.Float32, torch.CPU);
+        // (x − mean)/std through the tensors equals Normalize
+        var y = torch.rand(2, 3, 4, 4);
+        ((y - ImageNormalization.ImageNet.MeanTensor(ScalarType.Float32, torch.CPU)) / std).allclose(ImageNormalization.ImageNet.Normalize(y)).Should().BeTrue();
+    }
+
+    [Fact]
     public void Image_smaller_than_the_crop_is_refused()
     {
         using var small = TestImages.Gradient(50, 30);

@@ -283,7 +283,7 @@ public sealed class PixelPerturbationAccumulator : IDisposable
     {
         double[] values = _options.Baseline switch
         {
-            PerturbationBaseline.Black => _options.Normalization.NormalizedBlack(),
+            PerturbationBaseline.Black => _options.Normalization.Mean.Select((m, c) => -(double)m / _options.Normalization.Std[c]).ToArray(),
             PerturbationBaseline.Custom => _options.CustomBaseline!.ToArray(),
             _ => new double[channels],
         };

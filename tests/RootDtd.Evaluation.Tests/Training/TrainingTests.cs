@@ -85,7 +85,7 @@ public class TrainingTests
         report.Constructor.Should().Be(SyntheticModels.ConstructorText(architecture));
         report.ImageSize.Should().Be(SyntheticModels.ImageSize);
         report.Classes.Should().HaveCount(SyntheticModels.ClassCount);
-        report.NormalizationMean.Should().Equal(SyntheticModels.Normalization.Mean);
+        report.NormalizationMean.Should().Equal(SyntheticModels.Normalization.Mean.Select(v => (double)v));
         report.TestAccuracy.Should().BeGreaterThanOrEqualTo(0.9);
     }
 

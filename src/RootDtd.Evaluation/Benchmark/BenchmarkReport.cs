@@ -64,13 +64,7 @@ public static class BenchmarkReport
     {
         ArgumentNullException.ThrowIfNull(result);
         var t = new ResultTable("Table 2 — localisation against the exact object masks (higher is better; dataset-accumulated unless marked (img); \"paper PA\"/\"paper IoU\" are the ACM MM'24 code's variants)", LocalizationResult.Columns);
-        foreach (var r in result.Methods.Concat(result.References))
-        {
-            if (r.Localization is { } l) t.AddRow(RowLabel(r), l.ToValues());
-            else if (r.Error is not null) t.AddRow(RowLabel(r), new Dictionary<string, double>());
-        }
-
-        return t;
+        return AddMethodRows(t, result, r => r.Localization?.ToValues());
     }
 
     /// <summary>Relevance-guided PGD per method plus the random reference.</summary>
@@ -83,13 +77,7 @@ public static class BenchmarkReport
         var t = new ResultTable(string.Create(CultureInfo.InvariantCulture,
             $"Relevance-guided PGD on the first {result.PgdSamples} samples (ε = {pgd.Epsilon * 255:0.#}/255, step ε/4, ≤ {pgd.MaxIterations} iterations, k = {pgd.ResolveTopK(result.Height, result.Width)} most relevant pixels re-chosen every iteration; a higher success rate / fewer iterations mean the map found more decision-relevant pixels)"),
             PgdResult.Columns);
-        foreach (var r in result.Methods.Concat(result.References))
-        {
-            if (r.Pgd is { } p) t.AddRow(RowLabel(r), p.ToValues());
-            else if (r.Error is not null) t.AddRow(RowLabel(r), new Dictionary<string, double>());
-        }
-
-        return t;
+        return AddMethodRows(t, result, r => r.Pgd?.ToValues());
     }
 
     /// <summary>Ablations of the root rule.</summary>
@@ -394,4 +382,16 @@ public static class BenchmarkReport
     }
 
     private static string RowLabel(MethodResult r) => r.Error is null ? r.Label : r.Label + " (failed)";
+
+    /// <summary>One row per method and reference that has values; a failed method gets an empty, labelled row.</summary>
+    private static ResultTable AddMethodRows(ResultTable table, BenchmarkResult result, Func<MethodResult, IReadOnlyDictionary<string, double>?> values)
+    {
+        foreach (var r in result.Methods.Concat(result.References))
+        {
+            if (values(r) is { } v) table.AddRow(RowLabel(r), v);
+            else if (r.Error is not null) table.AddRow(RowLabel(r), new Dictionary<string, double>());
+        }
+
+        return table;
+    }
 }

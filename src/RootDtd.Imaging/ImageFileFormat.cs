@@ -107,6 +107,42 @@ internal static class ImageFileFormat
         }
     }
 
+    /// <summary>
+    /// The PNG with only the chunks that define its pixels (IHDR, PLTE, tRNS, IDAT, IEND): text (tEXt/zTXt/iTXt), EXIF,
+    /// ICC and every other ancillary chunk are dropped, so no decoder inflates them. Returns <paramref name="data"/>
+    /// itself when there is nothing to drop. A file whose chunk walk fails is cut at that point (the structural check
+    /// reports why); nothing is decompressed here.
+    /// </summary>
+    public static byte[] StripAncillaryPngChunks(byte[] data)
+    {
+        if (Sniff(data) != SniffedFormat.Png) return data;
+        var kept = new List<(int Start, int Length)>();
+        bool dropped = false;
+        int pos = PngSignature.Length;
+        while (pos + 8 <= data.Length)
+        {
+            uint length = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(pos));
+            long end = (long)pos + 12 + length;
+            if (length > int.MaxValue || end > data.Length) { dropped = true; break; }
+            var type = System.Text.Encoding.ASCII.GetString(data, pos + 4, 4);
+            if (type is "IHDR" or "PLTE" or "tRNS" or "IDAT" or "IEND") kept.Add((pos, (int)(end - pos)));
+            else dropped = true;
+            pos = (int)end;
+            if (type == "IEND") break;
+        }
+        if (!dropped) return data;
+        long total = PngSignature.Length + kept.Sum(k => (long)k.Length);
+        var result = new byte[total];
+        data.AsSpan(0, PngSignature.Length).CopyTo(result);
+        int at = PngSignature.Length;
+        foreach (var (start, len) in kept)
+        {
+            data.AsSpan(start, len).CopyTo(result.AsSpan(at));
+            at += len;
+        }
+        return result;
+    }
+
     /// <summary>Walks the JPEG markers (and the entropy-coded scans) up to EOI.</summary>
     public static (ImageLoadFailure Failure, string Reason)? CheckJpeg(ReadOnlySpan<byte> data)
     {

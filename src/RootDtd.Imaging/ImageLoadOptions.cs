@@ -25,6 +25,12 @@ public sealed record ImageLoadOptions
     /// <summary>Largest accepted file size in bytes. Default 256 MiB.</summary>
     public long MaxFileBytes { get; init; } = 256L * 1024 * 1024;
 
+    /// <summary>
+    /// Largest accepted ratio of the longer to the shorter image side (read from the header before decoding). Default 64:
+    /// a 16384×1 strip would otherwise be resized to 256×4,194,304 pixels before the crop.
+    /// </summary>
+    public double MaxAspectRatio { get; init; } = 64;
+
     /// <summary>The ImageNet evaluation pipeline: resize 256, centre-crop 224, ImageNet mean/std.</summary>
     public static ImageLoadOptions ImageNet { get; } = new();
 
@@ -47,6 +53,8 @@ public sealed record ImageLoadOptions
             throw new ArgumentException($"MaxDimension must be positive, was {MaxDimension}.", nameof(MaxDimension));
         if (MaxFileBytes <= 0)
             throw new ArgumentException($"MaxFileBytes must be positive, was {MaxFileBytes}.", nameof(MaxFileBytes));
+        if (!(MaxAspectRatio >= 1) || double.IsInfinity(MaxAspectRatio))
+            throw new ArgumentException($"MaxAspectRatio must be a finite number of at least 1, was {MaxAspectRatio}.", nameof(MaxAspectRatio));
         ArgumentNullException.ThrowIfNull(Normalization, nameof(Normalization));
     }
 }

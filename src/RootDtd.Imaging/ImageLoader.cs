@@ -15,8 +15,10 @@ namespace RootDtd.Imaging;
 /// </summary>
 /// <remarks>
 /// Images are treated as untrusted input. Only the PNG, JPEG and BMP decoders are registered
-/// (<see cref="CreateSafeConfiguration"/>); the header is read with <c>Image.Identify</c> and the size limits of
-/// <see cref="ImageLoadOptions"/> are enforced before anything is decoded; truncated files are detected by our own
+/// (<see cref="CreateSafeConfiguration"/>), with metadata ignored; ancillary PNG chunks (text, EXIF, ICC, ...) are
+/// removed before ImageSharp sees the file, so a compressed text chunk cannot inflate to gigabytes; the header is read
+/// with <c>Image.Identify</c> and the size and aspect-ratio limits of <see cref="ImageLoadOptions"/> are enforced before
+/// anything is decoded; resizing computes only the pixels of the centre crop; truncated files are detected by our own
 /// structural check; and every failure surfaces as an <see cref="ImageLoadException"/> naming the file.
 /// An instance is immutable and thread-safe.
 /// </remarks>
@@ -38,10 +40,15 @@ public sealed class ImageLoader
 
     /// <summary>
     /// An ImageSharp configuration with only the PNG, JPEG and BMP format modules (no GIF, TIFF, WebP, TGA, PBM),
-    /// so other formats are never parsed.
+    /// so other formats are never parsed, and PNG and JPEG decoders that ignore metadata (text chunks, EXIF, ICC, XMP).
     /// </summary>
-    public static Configuration CreateSafeConfiguration() =>
-        new(new PngConfigurationModule(), new JpegConfigurationModule(), new BmpConfigurationModule());
+    public static Configuration CreateSafeConfiguration()
+    {
+        var configuration = new Configuration(new PngConfigurationModule(), new JpegConfigurationModule(), new BmpConfigurationModule());
+        configuration.ImageFormatsManager.SetDecoder(PngFormat.Instance, new PngDecoder { IgnoreMetadata = true });
+        configuration.ImageFormatsManager.SetDecoder(JpegFormat.Instance, new JpegDecoder { IgnoreMetadata = true });
+        return configuration;
+    }
 
     /// <summary>Loads an image file: the normalised [3,H,W] tensor plus the resized and cropped RGB image.</summary>
     /// <param name="path">Path of a JPEG, PNG or BMP file.</param>
@@ -138,10 +145,9 @@ public sealed class ImageLoader
             throw new ImageLoadException(path, ImageLoadFailure.UnsupportedFormat, $"masks must be PNG files, this is {format}");
         var problem = ImageFileFormat.CheckPng(data, out var layout);
         if (problem is { } p) throw new ImageLoadException(path, p.Failure, p.Reason);
-        var labels = DecodeLabels(data, layout!, path, out int width, out int height);
+        var labels = DecodeLabels(ImageFileFormat.StripAncillaryPngChunks(data), layout!, path, out int width, out int height);
 
-        var (rw, rh) = ResizedSize(width, height, Options.ResizeShorterSide);
-        var (left, top, cw, ch) = CropWindow(rw, rh, Options.CropSize, path);
+        var (rw, rh, left, top, cw, ch) = PlanGeometry(width, height, path);
         var output = new byte[cw * ch];
         for (int y = 0; y < ch; y++)
         {
@@ -160,10 +166,10 @@ public sealed class ImageLoader
     /// <summary>The size (width, height) an image of the given size has after this loader's resize and crop.</summary>
     /// <param name="width">Original width.</param>
     /// <param name="height">Original height.</param>
+    /// <exception cref="ImageLoadException">The size is outside the limits (aspect ratio, output size) or smaller than the crop.</exception>
     public (int Width, int Height) OutputSize(int width, int height)
     {
-        var (rw, rh) = ResizedSize(width, height, Options.ResizeShorterSide);
-        var (_, _, cw, ch) = CropWindow(rw, rh, Options.CropSize, "<size>");
+        var (_, _, _, _, cw, ch) = PlanGeometry(width, height, "<size>");
         return (cw, ch);
     }
 
@@ -210,7 +216,8 @@ public sealed class ImageLoader
         IImageInfo? info;
         try
         {
-            info = Image.Identify(_configuration, data, out _);
+            // Only the critical PNG chunks reach ImageSharp: its header read would otherwise inflate text chunks.
+            info = Image.Identify(_configuration, format == SniffedFormat.Png ? ImageFileFormat.StripAncillaryPngChunks(data) : data, out _);
         }
         catch (Exception ex)
         {
@@ -231,6 +238,7 @@ public sealed class ImageLoader
         if ((long)info.Width * info.Height > Options.MaxPixels)
             throw new ImageLoadException(source, ImageLoadFailure.TooLarge,
                 $"the header declares {info.Width}x{info.Height} = {(long)info.Width * info.Height} pixels, more than the limit of {Options.MaxPixels}");
+        PlanGeometry(info.Width, info.Height, source); // aspect ratio and output size, before decoding
         return format;
     }
 
@@ -239,7 +247,7 @@ public sealed class ImageLoader
         var format = SniffAndIdentify(data, source);
         var problem = ImageFileFormat.Check(format, data);
         if (problem is { } p) throw new ImageLoadException(source, p.Failure, p.Reason);
-        return Decode<Rgb24>(data, source);
+        return Decode<Rgb24>(format == SniffedFormat.Png ? ImageFileFormat.StripAncillaryPngChunks(data) : data, source);
     }
 
     private Image<TPixel> Decode<TPixel>(byte[] data, string source) where TPixel : unmanaged, IPixel<TPixel>
@@ -303,20 +311,17 @@ public sealed class ImageLoader
 
     private void ApplyGeometry(Image<Rgb24> image, string source)
     {
-        var (rw, rh) = ResizedSize(image.Width, image.Height, Options.ResizeShorterSide);
-        var (left, top, cw, ch) = CropWindow(rw, rh, Options.CropSize, source);
+        var (rw, rh, left, top, cw, ch) = PlanGeometry(image.Width, image.Height, source);
         try
         {
             image.Mutate(context =>
             {
                 if (rw != image.Width || rh != image.Height)
-                    context.Resize(new ResizeOptions
-                    {
-                        Size = new SixLabors.ImageSharp.Size(rw, rh),
-                        Mode = ResizeMode.Stretch,
-                        Sampler = KnownResamplers.Triangle,
-                    });
-                if (cw != rw || ch != rh)
+                    // Resize into a canvas of the crop's size, the full resized image placed at (-left, -top): only the
+                    // pixels of the crop are computed (the same values as resizing everything, then cropping).
+                    context.Resize(cw, ch, KnownResamplers.Triangle, new Rectangle(0, 0, image.Width, image.Height),
+                        new Rectangle(-left, -top, rw, rh), compand: false);
+                else if (cw != rw || ch != rh)
                     context.Crop(new Rectangle(left, top, cw, ch));
             });
         }
@@ -326,13 +331,33 @@ public sealed class ImageLoader
         }
     }
 
+    /// <summary>
+    /// The resized size and the crop window of an image of the given size, after checking the aspect ratio and that the
+    /// output (what is decoded into memory after resize and crop) stays within <see cref="ImageLoadOptions.MaxPixels"/>.
+    /// </summary>
+    private (int ResizedWidth, int ResizedHeight, int Left, int Top, int Width, int Height) PlanGeometry(int width, int height, string source)
+    {
+        if (width <= 0 || height <= 0)
+            throw new ImageLoadException(source, ImageLoadFailure.Corrupt, $"invalid dimensions {width}x{height}");
+        double aspect = (double)Math.Max(width, height) / Math.Min(width, height);
+        if (aspect > Options.MaxAspectRatio)
+            throw new ImageLoadException(source, ImageLoadFailure.TooLarge,
+                $"the image is {width}x{height}, an aspect ratio of {aspect:0.#}:1; the largest accepted is {Options.MaxAspectRatio:0.#}:1 (ImageLoadOptions.MaxAspectRatio)");
+        var (rw, rh) = ResizedSize(width, height, Options.ResizeShorterSide);
+        var (left, top, cw, ch) = CropWindow(rw, rh, Options.CropSize, source);
+        if ((long)cw * ch > Options.MaxPixels)
+            throw new ImageLoadException(source, ImageLoadFailure.TooLarge,
+                $"the image would be {cw}x{ch} = {(long)cw * ch} pixels after resizing, more than the limit of {Options.MaxPixels} (ImageLoadOptions.MaxPixels)");
+        return (rw, rh, left, top, cw, ch);
+    }
+
     /// <summary>torchvision <c>Resize(int)</c>: the shorter side becomes <paramref name="shorter"/>, the longer is truncated.</summary>
     internal static (int Width, int Height) ResizedSize(int width, int height, int? shorter)
     {
         if (shorter is not int s) return (width, height);
         return width <= height
-            ? (s, (int)((long)s * height / width))
-            : ((int)((long)s * width / height), s);
+            ? (s, (int)Math.Min(int.MaxValue, (long)s * height / width))
+            : ((int)Math.Min(int.MaxValue, (long)s * width / height), s);
     }
 
     /// <summary>torchvision <c>CenterCrop</c>: offsets are <c>round((size - crop) / 2)</c> (round half to even).</summary>

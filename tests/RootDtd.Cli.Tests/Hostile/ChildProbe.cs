@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using RootDtd.Imaging;
+using RootDtd.Models;
+
+namespace RootDtd.Cli.Tests.Hostile;
+
+/// <summary>
+/// The entry point of this test assembly when it is run as a program (<c>dotnet exec RootDtd.Cli.Tests.dll probe …</c>):
+/// loads one untrusted file in a fresh process and prints one JSON line with the outcome, the process's peak resident
+/// memory and the time, so that <see cref="HostileFileTests"/> can measure each file alone.
+/// </summary>
+public static class ChildProbe
+{
+    /// <summary>What a probe run printed.</summary>
+    public sealed record Outcome(bool Loaded, string Error, long PeakBytes, long BaselineBytes, double Seconds);
+
+    public static int Main(string[] args)
+    {
+        if (args.Length < 3 || args[0] != "probe")
+        {
+            Console.Error.WriteLine("usage: probe image <file> | probe weights <arch> <classes> <file>");
+            return 2;
+        }
+        string error = string.Empty;
+        long baseline = 0;
+        var watch = new Stopwatch();
+        try
+        {
+            switch (args[1])
+            {
+                case "image":
+                {
+                    var loader = new ImageLoader();
+                    baseline = PeakBytes();
+                    watch.Start();
+                    using var image = loader.Load(args[2]);
+                    break;
+                }
+                case "weights":
+                {
+                    using var model = ModelZoo.Create(args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
+                    baseline = PeakBytes();
+                    watch.Start();
+                    ModelWeights.Load(model, args[4]);
+                    break;
+                }
+                default:
+                    Console.Error.WriteLine($"unknown probe kind {args[1]}");
+                    return 2;
+            }
+        }
+        catch (Exception e)
+        {
+            error = $"{e.GetType().Name}: {e.Message}";
+        }
+        watch.Stop();
+        var outcome = new Outcome(error.Length == 0, error, PeakBytes(), baseline, watch.Elapsed.TotalSeconds);
+        Console.Out.WriteLine(JsonSerializer.Serialize(outcome));
+        return 0;
+    }
+
+    private static long PeakBytes()
+    {
+        using var self = Process.GetCurrentProcess();
+        self.Refresh();
+        return self.PeakWorkingSet64; // Linux: VmHWM of /proc/self/status
+    }
+
+    /// <summary>Runs this assembly as a child process with the given probe arguments and parses its JSON line.</summary>
+    public static Outcome Run(TimeSpan timeout, params string[] args)
+    {
+        var assembly = typeof(ChildProbe).Assembly.Location;
+        var start = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        // The test host's process path is dotnet (or testhost); use the dotnet muxer to run the assembly.
+        if (!Path.GetFileNameWithoutExtension(start.FileName).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+            start.FileName = "dotnet";
+        start.ArgumentList.Add("exec");
+        start.ArgumentList.Add(assembly);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the probe process");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(timeout))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"probe {string.Join(' ', args)} ran longer than {timeout.TotalSeconds} s");
+        }
+        var line = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault()
+                   ?? throw new InvalidOperationException($"probe {string.Join(' ', args)} printed nothing (exit {process.ExitCode}): {stderr.Result}");
+        return JsonSerializer.Deserialize<Outcome>(line)
+               ?? throw new InvalidOperationException($"probe printed '{line}'");
+    }
+}

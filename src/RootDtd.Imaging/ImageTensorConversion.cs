@@ -18,7 +18,9 @@ public static class ImageTensorConversion
     public static Tensor ToNormalizedTensor(Image<Rgb24> image, ImageNormalization normalization)
     {
         ArgumentNullException.ThrowIfNull(normalization);
-        return ToTensor(image, normalization);
+        if (normalization.IsPerChannel) return ToTensor(image, normalization);
+        using var scope = NewDisposeScope();
+        return normalization.Normalize(ToTensor(image, null)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -32,6 +32,8 @@ public static class ModelZoo
         Add("resnet18", "torchvision resnet18: BasicBlock 2-2-2-2, widths 64-128-256-512", c => ResNet.ResNet18(c));
         Add("resnet34", "torchvision resnet34: BasicBlock 3-4-6-3, widths 64-128-256-512", c => ResNet.ResNet34(c));
         Add("resnet50", "torchvision resnet50: Bottleneck 3-4-6-3, widths 64-128-256-512 (×4)", c => ResNet.ResNet50(c));
+        Add(CntkResNet18.ModelName, "ImageNet-trained ResNet18 (BasicBlock 2-2-2-3) from the ML.NET NuGet package, pretrained backbone + untrained fc; RGB 0-255 minus a mean image, 224x224",
+            c => CntkResNet18.Create(c));
         foreach (var (depth, factory) in new (int, Func<int, bool, Vgg>)[]
                  {
                      (11, (c, bn) => Vgg.Vgg11(c, bn)), (13, (c, bn) => Vgg.Vgg13(c, bn)),

@@ -134,12 +134,26 @@ public sealed class ResNet : Module<Tensor, Tensor>
     /// <summary>torchvision resnet50 (Bottleneck 3-4-6-3).</summary>
     public static ResNet ResNet50(int numClasses = 1000) => new(new[] { 3, 4, 6, 3 }, new[] { 64, 128, 256, 512 }, true, numClasses);
 
+    /// <summary>The input features of <c>fc</c> (also called <c>fc</c>'s in-features).</summary>
+    public long FeatureCount => fc.in_features;
+
+    /// <summary>The classifier head (the last linear layer).</summary>
+    public Linear Head => fc;
+
     /// <inheritdoc />
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
+        return fc.forward(ForwardFeatures(input)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The pooled features [B, <see cref="FeatureCount"/>] that <c>fc</c> reads (the forward pass without the head).</summary>
+    /// <param name="input">Images [B, C, H, W].</param>
+    public Tensor ForwardFeatures(Tensor input)
+    {
+        using var scope = NewDisposeScope();
         var x = maxpool.forward(relu.forward(bn1.forward(conv1.forward(input))));
         x = layer4.forward(layer3.forward(layer2.forward(layer1.forward(x))));
-        return fc.forward(flatten.forward(avgpool.forward(x))).MoveToOuterDisposeScope();
+        return flatten.forward(avgpool.forward(x)).MoveToOuterDisposeScope();
     }
 }

@@ -209,7 +209,14 @@ public sealed class ExplainCommand : ICliCommand
         var normalization = ImageNormalization.ImageNet;
         var mean = parse.GetValue(_mean);
         var std = parse.GetValue(_std);
-        if (mean is not null || std is not null)
+        if (string.Equals(arch, CntkResNet18.ModelName, StringComparison.OrdinalIgnoreCase))
+        {
+            // The model's own preprocessing (0-255 minus the package's 224x224 mean image) is the only one that fits it.
+            if (mean is not null || std is not null) throw new UsageException($"{CntkResNet18.ModelName} subtracts its own mean image; --mean/--std do not apply to it.");
+            if (size != CntkResNet18.InputSize) throw new UsageException($"{CntkResNet18.ModelName} takes {CntkResNet18.InputSize}x{CntkResNet18.InputSize} images (its mean image's size); --size was {size}.");
+            normalization = ImageNormalization.CntkResNet18();
+        }
+        else if (mean is not null || std is not null)
         {
             try
             {

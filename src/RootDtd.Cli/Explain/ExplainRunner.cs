@@ -42,7 +42,9 @@ public sealed class ExplainRunner
         var model = ModelZoo.Create(s.Architecture, s.Classes);
         if (s.WeightsPath is null)
         {
-            _env.WriteWarning($"no --weights given: {s.Architecture} has random weights, so the explanations show nothing meaningful.");
+            _env.WriteWarning(string.Equals(s.Architecture, CntkResNet18.ModelName, StringComparison.OrdinalIgnoreCase)
+                ? $"no --weights given: {s.Architecture} has its pretrained backbone but an untrained head (train one with 'rootdtd train --backbone {CntkResNet18.ModelName}'), so the explanations show nothing meaningful."
+                : $"no --weights given: {s.Architecture} has random weights, so the explanations show nothing meaningful.");
         }
         else
         {

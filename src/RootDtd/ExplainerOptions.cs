@@ -17,8 +17,11 @@ public sealed class ExplainerOptions
     /// <summary>Highest valid input value; see <see cref="InputLow"/>.</summary>
     public Tensor? InputHigh { get; init; }
 
-    /// <summary>Canonizers applied to the relevance graph (default: BatchNorm merging). The model itself is never changed.</summary>
-    public IReadOnlyList<ICanonizer> Canonizers { get; init; } = new ICanonizer[] { new BatchNormMerger() };
+    /// <summary>
+    /// Canonizers applied to the relevance graph; <c>null</c> (default) = the method's own (<see cref="Composites.Composite.Canonizers"/>:
+    /// BatchNorm merging for every catalog method except <c>root-published</c>). The model itself is never changed.
+    /// </summary>
+    public IReadOnlyList<ICanonizer>? Canonizers { get; init; }
 
     /// <summary>Adapters used to build the graph (default: <see cref="ModuleAdapters.Default"/>).</summary>
     public ModuleAdapters? Adapters { get; init; }

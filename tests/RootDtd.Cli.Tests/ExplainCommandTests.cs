@@ -174,7 +174,9 @@ public sealed class ExplainCommandTests
     [Theory]
     [InlineData("epsilon:gamma=1", "has no parameter 'gamma'")]
     [InlineData("epsilon:epsilon", "expected key=value")]
-    [InlineData("epsilon:epsilon=abc", "expected key=value")]
+    [InlineData("epsilon:epsilon=abc", "'epsilon' must be a number")]
+    [InlineData("root:positive=2", "'positive' must be a switch (0 or 1)")]
+    [InlineData("zplus:epsilon=1", "it takes no parameters")]
     public void BadMethodParametersAreUsageErrors(string spec, string message)
     {
         var r = _f.Explain(_f.NewOutputDir(), _f.PngA, "--method", spec);

@@ -112,7 +112,7 @@ public sealed class UsageTests
         {
             r.Out.Should().Contain(m.Name);
             r.Out.Should().Contain(m.Description);
-            foreach (var p in m.Parameters.Keys) r.Out.Should().Contain(p + "=");
+            foreach (var p in m.Parameters) r.Out.Should().Contain(p.Name + "=" + p.Format(p.ValueIn(m.DefaultOptions)));
         }
     }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using RootDtd.Cli.Explain;
+using RootDtd.Composites;
 using RootDtd.Imaging;
 using RootDtd.Models;
 using static TorchSharp.torch;
@@ -177,7 +178,15 @@ public sealed class ExplainCommand : ICliCommand
             if (!File.Exists(weights)) throw new UsageException($"The weights file '{weights}' does not exist.");
         }
 
-        var method = MethodSpec.Parse(parse.GetValue(_method) ?? "epsilon-plus-flat");
+        MethodSpec method;
+        try
+        {
+            method = MethodSpec.Parse(parse.GetValue(_method) ?? "epsilon-plus-flat");
+        }
+        catch (MethodSpecException e)
+        {
+            throw new UsageException($"--method: {e.Message} Run 'rootdtd methods' for descriptions and parameters.");
+        }
 
         var labelsPath = parse.GetValue(_labels);
         var labels = labelsPath is null ? null : ClassLabels.Load(labelsPath);

@@ -27,7 +27,19 @@ public sealed class MethodsCommand : ICliCommand
         var methods = MethodCatalog.All;
         if (asJson)
         {
-            var list = methods.Select(m => new { name = m.Name, description = m.Description, parameters = m.Parameters });
+            var list = methods.Select(m =>
+            {
+                var composite = m.CreateDefault();
+                return new
+                {
+                    name = m.Name,
+                    description = m.Description,
+                    parameters = m.Defaults,
+                    parameter_kinds = m.Parameters.ToDictionary(p => p.Name, p => KindName(p.Kind)),
+                    start_relevance = StartName(composite.StartRelevance),
+                    canonizers = composite.Canonizers.Select(c => c.Name).ToArray(),
+                };
+            });
             output.WriteLine(JsonSerializer.Serialize(list, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
@@ -37,12 +49,26 @@ public sealed class MethodsCommand : ICliCommand
         foreach (var m in methods)
         {
             output.WriteLine($"  {m.Name.PadRight(width)}{m.Description}");
-            var parameters = m.Parameters.Count == 0 ? "none" : FormatParameters(m.Parameters);
+            var parameters = m.Parameters.Count == 0 ? "none" : FormatParameters(m);
             output.WriteLine($"  {new string(' ', width)}parameters: {parameters}");
         }
     }
 
-    /// <summary><c>key=value, key=value</c> with invariant numbers.</summary>
-    public static string FormatParameters(IReadOnlyDictionary<string, double> parameters) =>
-        string.Join(", ", parameters.Select(p => p.Key + "=" + p.Value.ToString("g", CultureInfo.InvariantCulture)));
+    /// <summary><c>key=value, key=value</c>: every parameter with its default, as a spec writes it.</summary>
+    public static string FormatParameters(ExplanationMethod method) =>
+        string.Join(", ", method.Parameters.Select(p => p.Name + "=" + p.Format(p.ValueIn(method.DefaultOptions)) + (p.Kind == MethodParameterKind.Switch ? " (0/1)" : "")));
+
+    private static string KindName(MethodParameterKind kind) => kind switch
+    {
+        MethodParameterKind.Count => "count",
+        MethodParameterKind.Switch => "switch",
+        _ => "number",
+    };
+
+    private static string StartName(StartRelevance start) => start switch
+    {
+        StartRelevance.OneHot => "one-hot",
+        StartRelevance.AbsoluteTargetLogit => "absolute-logit",
+        _ => "logit",
+    };
 }

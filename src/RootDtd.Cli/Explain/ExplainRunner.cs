@@ -60,7 +60,7 @@ public sealed class ExplainRunner
         using var low = s.Normalization.LowerBound();
         using var high = s.Normalization.UpperBound();
         var options = new ExplainerOptions { InputLow = low, InputHigh = high, RecordLayers = s.Layers, CollectDiagnostics = s.Diagnostics };
-        using var explainer = new Explainer(model, s.Method.Composite, options);
+        using var explainer = new Explainer(model, s.Method.CreateComposite(), options);
         CheckLayers(explainer);
         var rules = explainer.RuleAssignment.Select(r => new RuleEntry(r.Node, r.Rule)).ToList();
 
@@ -128,7 +128,7 @@ public sealed class ExplainRunner
         var logits = explanation.Logits.to(float64).cpu().data<double>().ToArray();
         var probabilities = torch.softmax(explanation.Logits.to(float64), 1).cpu().data<double>().ToArray();
         var heatmaps = explanation.Heatmap.to(float32).cpu();
-        var reference = s.Method.Composite.StartRelevance == StartRelevance.TargetLogit ? "logit" : "one-hot";
+        var reference = explainer.Composite.StartRelevance == StartRelevance.TargetLogit ? "logit" : "one-hot";
 
         for (var k = 0; k < images.Count; k++)
         {
@@ -162,7 +162,7 @@ public sealed class ExplainRunner
                     Predicted = Score(order[0]),
                     Top = order.Take(5).Select(Score).ToList(),
                     Conservation = new ConservationEntry(reference, startRelevance, explained.Logit, inputSum, absolute, absolute / Math.Max(Math.Abs(startRelevance), 1e-30)),
-                    Method = new MethodEntry(s.Method.Spec, s.Method.Method.Name, s.Method.Method.Description, s.Method.Composite.Name, s.Method.Parameters),
+                    Method = new MethodEntry(s.Method.Text, s.Method.Method.Name, s.Method.Method.Description, explainer.Composite.Name, s.Method.Values),
                     Model = new ModelEntry(s.Architecture, s.WeightsPath, s.Classes, device.ToString(), s.DType == ScalarType.Float64 ? "float64" : "float32",
                         s.Resize, s.Size, s.Normalization.Mean, s.Normalization.Std),
                     Rules = rules,

@@ -1,3 +1,4 @@
+using RootDtd.Composites;
 using RootDtd.Imaging;
 using static TorchSharp.torch;
 

@@ -1,21 +1,31 @@
-using System.Globalization;
 using RootDtd.Composites;
+using RootDtd.Rules.RootInference;
 
 namespace RootDtd.Evaluation.Benchmark;
 
 /// <summary>One method of a benchmark run: a display label and a <see cref="MethodCatalog"/> spec (<c>name[:key=value,…]</c>).</summary>
 /// <param name="Label">Row label in the report.</param>
-/// <param name="Spec">Catalog spec passed to <see cref="MethodCatalog.Parse"/>.</param>
+/// <param name="Spec">Catalog spec, read by <see cref="MethodSpec.Parse"/> (unless <see cref="Method"/> is set).</param>
 public sealed record BenchmarkMethod(string Label, string Spec)
 {
+    /// <summary>The resolved method with its typed options, when known (set by <see cref="Of(string, MethodSpec)"/> and <see cref="BenchmarkMethods.Resolve"/>).</summary>
+    public MethodSpec? Method { get; init; }
+
     /// <summary>A method whose label is its spec.</summary>
     /// <param name="spec">Catalog spec.</param>
     /// <returns>The method.</returns>
     public static BenchmarkMethod Of(string spec) => new(spec, spec);
 
-    /// <summary>Builds the composite (throws <see cref="ArgumentException"/> when the catalog lacks the method or a parameter).</summary>
+    /// <summary>A method from a resolved spec (typed options; nothing is re-parsed).</summary>
+    /// <param name="label">Row label.</param>
+    /// <param name="method">The method and its options.</param>
+    /// <returns>The method.</returns>
+    public static BenchmarkMethod Of(string label, MethodSpec method) =>
+        new(label, (method ?? throw new ArgumentNullException(nameof(method))).Text) { Method = method };
+
+    /// <summary>Builds the composite (throws <see cref="MethodSpecException"/> when the catalog lacks the method or a parameter).</summary>
     /// <returns>The composite.</returns>
-    public Composite CreateComposite() => MethodCatalog.Parse(Spec);
+    public Composite CreateComposite() => (Method ?? MethodSpec.Parse(Spec)).CreateComposite();
 }
 
 /// <summary>A method that could not be run, with the reason (reported in the console and in the report).</summary>
@@ -24,22 +34,10 @@ public sealed record BenchmarkMethod(string Label, string Spec)
 /// <param name="Reason">Why it was skipped.</param>
 public sealed record SkippedMethod(string Label, string Spec, string Reason);
 
-/// <summary>
-/// An ablation of the root rule: a change of one parameter of the catalog's <c>root</c> method. The parameter is
-/// identified by candidate names (with the value to set under each name), so that the ablation follows the catalog.
-/// </summary>
+/// <summary>An ablation of the root rule: a change of the typed options of the catalog's <c>root</c> method.</summary>
 /// <param name="Label">Row label.</param>
-/// <param name="Candidates">Accepted (parameter name, value) pairs, tried in order (names matched case-insensitively,
-/// ignoring '-' and '_'); empty = the default root.</param>
-public sealed record RootAblation(string Label, IReadOnlyList<(string Name, double Value)> Candidates)
-{
-    /// <summary>An ablation setting one parameter, known under one or more names, to one value.</summary>
-    /// <param name="label">Row label.</param>
-    /// <param name="value">Value.</param>
-    /// <param name="names">Candidate parameter names.</param>
-    /// <returns>The ablation.</returns>
-    public static RootAblation Set(string label, double value, params string[] names) => new(label, names.Select(n => (n, value)).ToArray());
-}
+/// <param name="Change">Turns the default options (<see cref="RootInferenceOptions.Default"/>) into the ablation's.</param>
+public sealed record RootAblation(string Label, Func<RootInferenceOptions, RootInferenceOptions> Change);
 
 /// <summary>The method lists of the benchmark, the demo and the ablation study, and their resolution against the catalog.</summary>
 public static class BenchmarkMethods
@@ -61,18 +59,18 @@ public static class BenchmarkMethods
     }.Select(BenchmarkMethod.Of).ToArray();
 
     /// <summary>The ablations of the root rule (paper's ablation table): steps, γ, each constraint off, direct redistribution.</summary>
-    public static IReadOnlyList<RootAblation> Ablations { get; } = new[]
+    public static IReadOnlyList<RootAblation> Ablations { get; } = new RootAblation[]
     {
-        new RootAblation("root (default)", Array.Empty<(string, double)>()),
-        RootAblation.Set("steps = 0", 0, "steps"),
-        RootAblation.Set("steps = 5", 5, "steps"),
-        RootAblation.Set("steps = 20", 20, "steps"),
-        RootAblation.Set("γ = 0.5", 0.5, "gamma"),
-        RootAblation.Set("γ = 1", 1, "gamma"),
-        RootAblation.Set("positive constraint off", 0, "positive", "positive-constraint"),
-        RootAblation.Set("gradient constraint off", 0, "gradient", "gc", "gradient-constraint"),
-        RootAblation.Set("domain box off", 0, "box", "domain", "domain-constraint"),
-        new RootAblation("direct redistribution", new[] { ("normalized", 0.0), ("direct", 1.0) }),
+        new("root (default)", o => o),
+        new("steps = 0", o => o with { Steps = 0 }),
+        new("steps = 5", o => o with { Steps = 5 }),
+        new("steps = 20", o => o with { Steps = 20 }),
+        new("γ = 0.5", o => o with { Gamma = 0.5 }),
+        new("γ = 1", o => o with { Gamma = 1 }),
+        new("positive constraint off", o => o with { PositiveConstraint = false }),
+        new("gradient constraint off", o => o with { GradientConstraint = false }),
+        new("domain box off", o => o with { DomainConstraint = false }),
+        new("direct redistribution", o => o with { Redistribution = RootRedistribution.Direct }),
     };
 
     /// <summary>Parses a comma-separated list of catalog specs (a spec's own parameters are separated by <c>;</c> or kept in one token: <c>epsilon:epsilon=0.1</c>).</summary>
@@ -95,7 +93,7 @@ public static class BenchmarkMethods
         return methods.Select(BenchmarkMethod.Of).ToArray();
     }
 
-    /// <summary>Checks every method against the catalog; unknown ones are returned as skipped with the reason.</summary>
+    /// <summary>Resolves every method against the catalog (<see cref="BenchmarkMethod.Method"/> set); unknown ones are returned as skipped with the reason.</summary>
     /// <param name="methods">Requested methods.</param>
     /// <param name="skipped">Methods that cannot be built.</param>
     /// <returns>The methods that can be built.</returns>
@@ -108,8 +106,7 @@ public static class BenchmarkMethods
         {
             try
             {
-                _ = m.CreateComposite();
-                ok.Add(m);
+                ok.Add(m with { Method = m.Method ?? MethodSpec.Parse(m.Spec) });
             }
             catch (ArgumentException e)
             {
@@ -122,8 +119,9 @@ public static class BenchmarkMethods
     }
 
     /// <summary>
-    /// Turns the ablations into catalog specs of the <c>root</c> method, using the parameter names the catalog actually
-    /// has; ablations whose parameter the catalog does not offer (or a missing <c>root</c>) are skipped with the reason.
+    /// Turns the ablations into typed specs of the catalog's <c>root</c> method (<see cref="MethodSpec.Of{TOptions}"/>;
+    /// nothing is parsed). Ablations whose options the method rejects, or a catalog without a <c>root</c> method over
+    /// <see cref="RootInferenceOptions"/>, are skipped with the reason.
     /// </summary>
     /// <param name="ablations">Ablations (default <see cref="Ablations"/>).</param>
     /// <param name="skipped">Ablations that cannot be built.</param>
@@ -133,44 +131,26 @@ public static class BenchmarkMethods
         ablations ??= Ablations;
         var ok = new List<BenchmarkMethod>();
         var bad = new List<SkippedMethod>();
-        ExplanationMethod? root = MethodCatalog.All.FirstOrDefault(m => string.Equals(m.Name, RootMethod, StringComparison.OrdinalIgnoreCase));
+        var root = MethodCatalog.TryGet(RootMethod) as ExplanationMethod<RootInferenceOptions>;
         foreach (var a in ablations)
         {
             if (root is null)
             {
-                bad.Add(new SkippedMethod(a.Label, RootMethod, $"the catalog has no '{RootMethod}' method yet"));
+                bad.Add(new SkippedMethod(a.Label, RootMethod, $"the catalog has no '{RootMethod}' method with root-inference options"));
                 continue;
             }
 
-            if (a.Candidates.Count == 0)
-            {
-                ok.Add(new BenchmarkMethod(a.Label, RootMethod));
-                continue;
-            }
-
-            var match = a.Candidates.Select(c => (Key: root.Parameters.Keys.FirstOrDefault(k => Normalize(k) == Normalize(c.Name)), c.Value)).FirstOrDefault(c => c.Key is not null);
-            if (match.Key is null)
-            {
-                bad.Add(new SkippedMethod(a.Label, RootMethod,
-                    $"'{RootMethod}' has no parameter named {string.Join(" / ", a.Candidates.Select(c => c.Name))} (its parameters: {(root.Parameters.Count == 0 ? "none" : string.Join(", ", root.Parameters.Keys))})"));
-                continue;
-            }
-
-            var spec = $"{RootMethod}:{match.Key}={match.Value.ToString("R", CultureInfo.InvariantCulture)}";
             try
             {
-                _ = MethodCatalog.Parse(spec);
-                ok.Add(new BenchmarkMethod(a.Label, spec));
+                ok.Add(BenchmarkMethod.Of(a.Label, MethodSpec.Of(root, a.Change(root.Default))));
             }
             catch (ArgumentException e)
             {
-                bad.Add(new SkippedMethod(a.Label, spec, e.Message));
+                bad.Add(new SkippedMethod(a.Label, RootMethod, e.Message));
             }
         }
 
         skipped = bad;
         return ok;
     }
-
-    private static string Normalize(string s) => s.Replace("-", "", StringComparison.Ordinal).Replace("_", "", StringComparison.Ordinal).ToLowerInvariant();
 }

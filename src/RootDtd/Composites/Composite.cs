@@ -1,3 +1,4 @@
+using RootDtd.Canonizers;
 using RootDtd.Graph;
 using RootDtd.Rules;
 
@@ -71,6 +72,12 @@ public sealed class Composite
 
     /// <summary>Multiply the relevance arriving at the input by the input (Gradient×Input).</summary>
     public bool MultiplyByInput { get; init; }
+
+    /// <summary>
+    /// The canonizers the method runs with (default: BatchNorm merging). <see cref="ExplainerOptions.Canonizers"/>, when
+    /// set, replaces them.
+    /// </summary>
+    public IReadOnlyList<ICanonizer> Canonizers { get; init; } = new ICanonizer[] { new BatchNormMerger() };
 
     /// <summary>Assigns <paramref name="rule"/> to the module at <paramref name="path"/> (highest precedence).</summary>
     public Composite ForName(string path, Rule rule)

@@ -21,65 +21,49 @@ public static class RootComposites
 
     /// <summary>
     /// Depth split: with the n units numbered in forward order (<see cref="UnitInfo.Index"/>; ResNet: stem conv, then each
-    /// block's conv1, conv2, downsample, then fc), units with index &lt; ⌊n·(1 − <paramref name="fraction"/>)⌋ get
-    /// <paramref name="lower"/> (default z⁺, <see cref="ZPlusRule"/>) and the others the root rule. fraction = ½ is
-    /// <c>root-upper-half</c>; fraction = 1 is <see cref="Root"/>; fraction = 0 puts the lower rule everywhere.
+    /// block's conv1, conv2, downsample, then fc), units with index &lt; ⌊n·(1 − fraction)⌋ get
+    /// <paramref name="lower"/> (default z⁺, <see cref="ZPlusRule"/>) and the others the root rule. fraction = ½ (the
+    /// default of <see cref="RootUpperOptions.Fraction"/>) is <c>root-upper-half</c>; fraction = 1 is <see cref="Root"/>;
+    /// fraction = 0 puts the lower rule everywhere.
     /// </summary>
-    public static Composite RootUpper(double fraction = 0.5, RootInferenceOptions? options = null, Rule? lower = null, string? name = null)
+    public static Composite RootUpper(RootUpperOptions? options = null, Rule? lower = null, string? name = null)
     {
-        if (!(fraction >= 0 && fraction <= 1)) throw new ArgumentOutOfRangeException(nameof(fraction), fraction, "The root fraction must lie in [0, 1].");
+        var o = options ?? new();
+        var fraction = o.Fraction;
+        if (!(fraction >= 0 && fraction <= 1)) throw new ArgumentOutOfRangeException(nameof(options), fraction, "The root fraction must lie in [0, 1].");
         var lowerRule = lower ?? new ZPlusRule();
-        return WithSpecLayers(new Composite(name ?? (fraction == 0.5 ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}"))))
+        var isHalf = fraction == new RootUpperOptions().Fraction;
+        return WithSpecLayers(new Composite(name ?? (isHalf ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}"))))
             .ForUnits(u => u.Index < LowerCount(u.Count, fraction), lowerRule)
-            .ForAllUnits(new RootInferenceRule(options));
+            .ForAllUnits(new RootInferenceRule(o.Root));
     }
 
-    /// <summary>The number of units that get the lower rule in <see cref="RootUpper"/>: ⌊n·(1 − fraction)⌋.</summary>
+    /// <summary>Depth split with the given fraction of root units (see <see cref="RootUpper(RootUpperOptions?, Rule?, string?)"/>).</summary>
+    public static Composite RootUpper(double fraction, RootInferenceOptions? options = null, Rule? lower = null, string? name = null) =>
+        RootUpper(new RootUpperOptions { Fraction = fraction, Root = options ?? RootInferenceOptions.Default }, lower, name);
+
+    /// <summary>The number of units that get the lower rule in <see cref="RootUpper(RootUpperOptions?, Rule?, string?)"/>: ⌊n·(1−fraction)⌋.</summary>
     public static int LowerCount(int unitCount, double fraction) => (int)Math.Floor(unitCount * (1 - fraction) + 1e-9);
 
     /// <summary><c>root-flat-input</c>: the Flat rule on the first unit (the input layer), the root rule on every other unit.</summary>
     public static Composite RootFlatInput(RootInferenceOptions? options = null) =>
         WithSpecLayers(new Composite("root-flat-input")).ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
 
-    /// <summary>Root-inference options from catalog parameters (steps, gamma, positive, gradient, domain, normalized; booleans as 0/1).</summary>
-    public static RootInferenceOptions OptionsFrom(IReadOnlyDictionary<string, double> p)
+    /// <summary>
+    /// The method-spec parameters of the root rule (the paper's ablations): <c>steps</c>, <c>gamma</c>, and the switches
+    /// <c>positive</c>, <c>gradient</c>, <c>domain</c>, <c>normalized</c> (1 = the spec's choice). Their defaults are
+    /// <see cref="RootInferenceOptions.Default"/>'s.
+    /// </summary>
+    public static IReadOnlyList<MethodParameter<RootInferenceOptions>> Parameters { get; } = new[]
     {
-        ArgumentNullException.ThrowIfNull(p);
-        var steps = p.GetValueOrDefault("steps", 20);
-        if (steps < 0 || steps != Math.Floor(steps) || steps > int.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(p), steps, "steps must be a whole number ≥ 0.");
-        return new RootInferenceOptions
-        {
-            Steps = (int)steps,
-            Gamma = p.GetValueOrDefault("gamma", 1),
-            PositiveConstraint = Flag(p, "positive"),
-            GradientConstraint = Flag(p, "gradient"),
-            DomainConstraint = Flag(p, "domain"),
-            Redistribution = Flag(p, "normalized") ? RootRedistribution.Normalized : RootRedistribution.Direct,
-        };
-    }
-
-    /// <summary>The catalog parameters of the root rule with their defaults.</summary>
-    public static Dictionary<string, double> DefaultParameters() => new()
-    {
-        ["steps"] = 20,
-        ["gamma"] = 1,
-        ["positive"] = 1,
-        ["gradient"] = 1,
-        ["domain"] = 1,
-        ["normalized"] = 1,
+        MethodParameter<RootInferenceOptions>.Count("steps", "descent steps (0: S = x)", o => o.Steps, (o, v) => o with { Steps = v }),
+        MethodParameter<RootInferenceOptions>.Number("gamma", "initial step scale γ > 0, relative to the line-search step", o => o.Gamma, (o, v) => o with { Gamma = v }),
+        MethodParameter<RootInferenceOptions>.Switch("positive", "positive contributions max(0, w·t) (0: the plain map W·T)", o => o.PositiveConstraint, (o, v) => o with { PositiveConstraint = v }),
+        MethodParameter<RootInferenceOptions>.Switch("gradient", "gradient constraint: the signal stays in [0, x] on ReLU inputs", o => o.GradientConstraint, (o, v) => o with { GradientConstraint = v }),
+        MethodParameter<RootInferenceOptions>.Switch("domain", "domain box (ReLU domain T ≥ 0, input bounds at the input)", o => o.DomainConstraint, (o, v) => o with { DomainConstraint = v }),
+        MethodParameter<RootInferenceOptions>.Switch("normalized", "normalized redistribution (0: the paper's Eq. 8 read literally)",
+            o => o.Redistribution == RootRedistribution.Normalized, (o, v) => o with { Redistribution = v ? RootRedistribution.Normalized : RootRedistribution.Direct }),
     };
-
-    private static bool Flag(IReadOnlyDictionary<string, double> p, string key)
-    {
-        var v = p.GetValueOrDefault(key, 1);
-        return v switch
-        {
-            0 => false,
-            1 => true,
-            _ => throw new ArgumentOutOfRangeException(nameof(p), v, $"'{key}' is a switch: give 0 or 1."),
-        };
-    }
 
     private static Composite WithSpecLayers(Composite c) => c
         .ForKind(NodeKind.MaxPool, new NormRule(Stabilizer.Spec))

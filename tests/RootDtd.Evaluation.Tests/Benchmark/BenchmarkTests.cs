@@ -1,3 +1,4 @@
+using RootDtd.Rules.RootInference;
 using FluentAssertions;
 using RootDtd.Composites;
 using RootDtd.Evaluation.Benchmark;
@@ -122,16 +123,39 @@ public class BenchmarkTests
     }
 
     [Fact]
-    public void MethodListsParseAndUnknownAblationParametersAreSkippedWithAReason()
+    public void MethodListsParseAndRejectedAblationsAreSkippedWithAReason()
     {
         BenchmarkMethods.ParseList("root,epsilon:epsilon=0.1,gradient-x-input").Select(m => m.Spec)
             .Should().Equal("root", "epsilon:epsilon=0.1", "gradient-x-input");
         BenchmarkMethods.ParseList("full").Should().BeSameAs(BenchmarkMethods.Full);
-        var ablations = BenchmarkMethods.ResolveAblations(new[] { RootAblation.Set("bogus", 1, "no-such-parameter") }, out var skipped);
-        ablations.Should().BeEmpty();
-        skipped.Should().ContainSingle().Which.Reason.Should().NotBeNullOrEmpty();
+        // ablations are typed options of 'root': an accepted one becomes its canonical spec, a rejected one (γ must be > 0) is skipped with the reason
+        var ablations = BenchmarkMethods.ResolveAblations(new[]
+        {
+            new RootAblation("three steps", o => o with { Steps = 3 }),
+            new RootAblation("γ = 0", o => o with { Gamma = 0 }),
+        }, out var skipped);
+        ablations.Should().ContainSingle().Which.Spec.Should().Be("root:steps=3");
+        ablations[0].Method!.OptionsAs<RootInferenceOptions>().Should().Be(RootInferenceOptions.Default with { Steps = 3 });
+        skipped.Should().ContainSingle().Which.Reason.Should().Contain("γ must be a finite number > 0");
         SyntheticBenchmark.ParseProtocols("perturbation,localisation").Should().Be(BenchmarkProtocols.Perturbation | BenchmarkProtocols.Localization);
         SyntheticBenchmark.ParseProtocols("all").Should().Be(BenchmarkProtocols.All);
+    }
+
+    [Fact]
+    public void DefaultAblationsChangeExactlyOneOptionOfTheRootRule()
+    {
+        var resolved = BenchmarkMethods.ResolveAblations(null, out var skipped);
+        skipped.Should().BeEmpty();
+        resolved.Select(m => m.Spec).Should().Equal(
+            "root", "root:steps=0", "root:steps=5", "root", "root:gamma=0.5", "root",
+            "root:positive=0", "root:gradient=0", "root:domain=0", "root:normalized=0");
+        var d = RootInferenceOptions.Default;
+        resolved.Select(m => m.Method!.OptionsAs<RootInferenceOptions>()).Should().Equal(
+            d, d with { Steps = 0 }, d with { Steps = 5 }, d, d with { Gamma = 0.5 }, d,
+            d with { PositiveConstraint = false }, d with { GradientConstraint = false }, d with { DomainConstraint = false },
+            d with { Redistribution = RootRedistribution.Direct });
+        // the spec text reads back to the same options (what the report prints is what ran)
+        foreach (var m in resolved) MethodSpec.Parse(m.Spec).Should().Be(m.Method);
     }
 
     [Fact]

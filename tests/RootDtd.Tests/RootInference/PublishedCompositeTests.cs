@@ -143,14 +143,16 @@ public class PublishedCompositeTests
     }
 
     [Fact]
-    public void CatalogEntryGivesTheSameRelevanceWithOrWithoutBatchNormMerging()
+    public void CatalogEntryRunsUnmergedAndGivesTheSameRelevanceWithBatchNormMerging()
     {
         using var scope = torch.NewDisposeScope();
         var model = SmallResNet();
         var x = Input(16, float64, 1, 3, 32, 32);
         var method = MethodCatalog.Get(PublishedRootPreset.Name);
-        using var merged = new Explainer(model, method.CreateDefault());
-        using var unmerged = new Explainer(model, PublishedRootPreset.Composite(), PublishedRootPreset.Options());
+        method.Canonizers.Should().BeEmpty("the method carries its canonizers: the reference never folds BatchNorm");
+        method.StartRelevance.Should().Be(StartRelevance.AbsoluteTargetLogit);
+        using var merged = new Explainer(model, method.CreateDefault(), new ExplainerOptions { Canonizers = new[] { new RootDtd.Canonizers.BatchNormMerger() } });
+        using var unmerged = new Explainer(model, method.CreateDefault());
         merged.Graph.Nodes.Any(n => n.Kind == NodeKind.BatchNorm).Should().BeFalse();
         unmerged.Graph.Nodes.Any(n => n.Kind == NodeKind.BatchNorm).Should().BeTrue();
         using var a = merged.Explain(x, new long[] { 1 });

@@ -129,15 +129,10 @@ public class RootInferenceExplainerTests
     [Fact]
     public void CatalogParametersSwitchEveryOptionOfTheRule()
     {
-        RootComposites.OptionsFrom(RootComposites.DefaultParameters()).Should().BeEquivalentTo(RootInferenceOptions.Default);
-        var p = RootComposites.DefaultParameters();
-        p["steps"] = 5;
-        p["gamma"] = 0.5;
-        p["positive"] = 0;
-        p["gradient"] = 0;
-        p["domain"] = 0;
-        p["normalized"] = 0;
-        var o = RootComposites.OptionsFrom(p);
+        var root = (ExplanationMethod<RootInferenceOptions>)MethodCatalog.Get("root");
+        root.Default.Should().Be(RootInferenceOptions.Default);
+        MethodSpec.Parse("root").OptionsAs<RootInferenceOptions>().Should().Be(RootInferenceOptions.Default);
+        var o = MethodSpec.Parse("root:steps=5,gamma=0.5,positive=0,gradient=0,domain=0,normalized=0").OptionsAs<RootInferenceOptions>();
         (o.Steps, o.Gamma, o.PositiveConstraint, o.GradientConstraint, o.DomainConstraint, o.Redistribution)
             .Should().Be((5, 0.5, false, false, false, RootRedistribution.Direct));
         // the switch reaches the rule through the catalog's name:key=value syntax
@@ -165,7 +160,7 @@ public class RootInferenceExplainerTests
     public void CatalogParametersAreTheAblations()
     {
         using var scope = torch.NewDisposeScope();
-        MethodCatalog.Get("root").Parameters.Should().BeEquivalentTo(new Dictionary<string, double>
+        MethodCatalog.Get("root").Defaults.Should().BeEquivalentTo(new Dictionary<string, double>
         {
             ["steps"] = 20, ["gamma"] = 1, ["positive"] = 1, ["gradient"] = 1, ["domain"] = 1, ["normalized"] = 1,
         });
@@ -181,9 +176,9 @@ public class RootInferenceExplainerTests
             using var e = explainer.Explain(c.Input, c.Targets);
             GoldenCases.RelativeError(e.InputRelevance, reference["root64." + key]).Should().BeLessThan(1e-7, spec);
         }
-        FluentActions.Invoking(() => MethodCatalog.Parse("root:positive=2")).Should().Throw<ArgumentOutOfRangeException>();
-        FluentActions.Invoking(() => MethodCatalog.Parse("root:steps=1.5")).Should().Throw<ArgumentOutOfRangeException>();
-        FluentActions.Invoking(() => MethodCatalog.Parse("root:gamma=0")).Should().Throw<ArgumentOutOfRangeException>();
+        FluentActions.Invoking(() => MethodCatalog.Parse("root:positive=2")).Should().Throw<MethodSpecException>().WithMessage("*'positive' must be a switch (0 or 1)*");
+        FluentActions.Invoking(() => MethodCatalog.Parse("root:steps=1.5")).Should().Throw<MethodSpecException>().WithMessage("*'steps' must be a whole number ≥ 0*");
+        FluentActions.Invoking(() => MethodCatalog.Parse("root:gamma=0")).Should().Throw<MethodSpecException>().WithMessage("*'gamma'*γ must be a finite number > 0*");
         using var graph = Graph.GraphBuilder.Build(c.Model);
         MethodCatalog.Parse("root:steps=3,normalized=0").Resolve(graph).OfType<RootInferenceRule>().First().Options
             .Should().Be(new RootInferenceOptions { Steps = 3, Redistribution = RootRedistribution.Direct });

@@ -27,10 +27,10 @@ public static class PublishedRootPreset
     /// <see cref="PublishedDenseRootRule"/>; ReLUs <see cref="PublishedReluRule"/> except inside residual blocks, where
     /// they pass (<see cref="PublishedGraph.IsInsideResidualBlock"/>); max pooling <see cref="PublishedMaxPoolRule"/>;
     /// average pooling <see cref="PublishedAvgPoolRule"/>; residual sums <see cref="PublishedSkipRule"/>; BatchNorm,
-    /// dropout, flatten and identity pass.
+    /// dropout, flatten and identity pass. No canonizer: BatchNorm layers stay in the graph (see <see cref="Options"/>).
     /// </summary>
     public static Composite Composite() =>
-        new Composite(Name) { StartRelevance = StartRelevance.AbsoluteTargetLogit }
+        new Composite(Name) { StartRelevance = StartRelevance.AbsoluteTargetLogit, Canonizers = Array.Empty<ICanonizer>() }
             .ForFirstUnit(new PublishedConvRootRule(startFromOnes: true), convolutionOnly: true)
             .ForConvolutions(new PublishedConvRootRule())
             .ForDense(new PublishedDenseRootRule())

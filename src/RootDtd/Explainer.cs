@@ -288,7 +288,7 @@ public sealed class Explainer : IDisposable
         if (diff <= tolerance * scale) return;
         throw new ExplanationException(
             $"The relevance graph does not reproduce the model's output (max |Δlogit| = {diff:g3}, allowed {tolerance * scale:g3}). " +
-            LocateMismatch(x) + " A functional operation in a forward() was probably not described by the module's adapter; register one with ModuleAdapters.Default.Register<T>(...).");
+            LocateMismatch(x) + " A functional operation in a forward() was probably not described by the module's adapter; register one with ModuleAdapters.Default.Register<T>(...) (or on the ModuleAdapters given in ExplainerOptions.Adapters).");
     }
 
     /// <summary>Runs the model with forward hooks and names the first module whose output differs from its graph node.</summary>

@@ -204,7 +204,7 @@ public class InputValidationTests
         var adapters = ModuleAdapters.CreateBuiltIn().Register<TimesTwoRelu>((b, path, m, x) => b.AddChildren(path, m, x, "lin"));
         using var explainer = new Explainer(model, C.EpsilonPlusFlat(), new ExplainerOptions { Adapters = adapters });
         var act = () => explainer.Explain(torch.randn(2, 3) + 3);
-        act.Should().Throw<ExplanationException>().WithMessage("*does not reproduce*'block'*ModuleAdapters.Register*");
+        act.Should().Throw<ExplanationException>().WithMessage("*does not reproduce*'block'*ModuleAdapters.Default.Register<T>(...)*");
     }
 
     [Fact]

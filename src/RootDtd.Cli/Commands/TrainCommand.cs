@@ -1,6 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
+using RootDtd.Evaluation.Data;
 using RootDtd.Evaluation.Training;
+using RootDtd.Imaging;
+using RootDtd.Models;
 using TorchSharp;
 
 namespace RootDtd.Cli.Commands;
@@ -8,13 +11,21 @@ namespace RootDtd.Cli.Commands;
 /// <summary>
 /// <c>rootdtd train --arch resnet|vgg --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E]</c>:
 /// trains a synthetic-benchmark classifier on the CPU and writes the weights plus a JSON sidecar.
+/// <c>rootdtd train --backbone resnet18-imagenet-cntk --data FOLDER --out W.safetensors</c> trains a linear head on the
+/// frozen backbone (held-out split, accuracy); <c>--head prototypes:FOLDER</c> builds a prototype head instead. Both
+/// write the full model's weights, a labels file and a JSON report.
 /// </summary>
 public sealed class TrainCommand : ICliCommand
 {
     /// <inheritdoc />
     public Command Build(CliEnvironment environment)
     {
-        var arch = new Option<string>("--arch", "-a") { Description = "resnet or vgg.", Required = true, HelpName = "resnet|vgg" };
+        var arch = new Option<string?>("--arch", "-a") { Description = "resnet or vgg (the synthetic benchmark's nets).", HelpName = "resnet|vgg" };
+        var backbone = new Option<string?>("--backbone") { Description = $"A ResNet zoo model whose backbone is kept frozen, e.g. {CntkResNet18.ModelName}; with --data or --head.", HelpName = "name" };
+        var data = new Option<string?>("--data") { Description = "Image folder for a linear head: one subfolder per class.", HelpName = "dir" };
+        var head = new Option<string?>("--head") { Description = "linear (default, needs --data) or prototypes:FOLDER (class subfolders, or images each a class of its own).", HelpName = "linear|prototypes:dir" };
+        var holdout = new Option<double>("--holdout") { Description = "Fraction of each class held out for the linear head's accuracy.", DefaultValueFactory = _ => new LinearProbeOptions().HoldoutFraction, HelpName = "fraction" };
+        var steps = new Option<int>("--steps") { Description = "Full-batch optimiser steps of the linear head.", DefaultValueFactory = _ => new LinearProbeOptions().Steps, HelpName = "N" };
         var output = new Option<string>("--out", "-o") { Description = "Output .safetensors file (the sidecar .json is written next to it).", Required = true, HelpName = "file" };
         var images = new Option<int>("--images") { Description = "Training images.", DefaultValueFactory = _ => 6000, HelpName = "N" };
         var size = new Option<int>("--size") { Description = "Image side in pixels.", DefaultValueFactory = _ => SyntheticModels.ImageSize, HelpName = "pixels" };
@@ -25,21 +36,28 @@ public sealed class TrainCommand : ICliCommand
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
         var command = new Command("train", "Train a small ResNet or VGG on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
         {
-            arch, output, images, size, seed, dataSeed, epochs, target, threads,
+            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, threads,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
+            if (parse.GetValue(threads) is > 0 and var t) torch.set_num_threads(t);
+            if (parse.GetValue(backbone) is { } backboneName)
+            {
+                if (parse.GetValue(arch) is not null) throw new UsageException("Give --arch (a synthetic net) or --backbone (a head on a frozen backbone), not both.");
+                return TrainHead(environment, backboneName, parse.GetValue(data), parse.GetValue(head), parse.GetValue(output)!,
+                    new LinearProbeOptions { HoldoutFraction = parse.GetValue(holdout), Steps = parse.GetValue(steps), Seed = parse.GetValue(seed) });
+            }
+            if (parse.GetValue(data) is not null || parse.GetValue(head) is not null) throw new UsageException("--data and --head need --backbone.");
             SyntheticArchitecture architecture;
             try
             {
-                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(arch)!);
+                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(arch) ?? throw new UsageException("Give --arch resnet|vgg (a synthetic net) or --backbone NAME --data FOLDER (a head on a frozen backbone)."));
             }
             catch (ArgumentException e)
             {
                 throw new UsageException(e.Message);
             }
 
-            if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
             var options = new TrainingOptions
             {
                 Architecture = architecture,
@@ -65,5 +83,54 @@ public sealed class TrainCommand : ICliCommand
             return ExitCodes.Ok;
         }));
         return command;
+    }
+
+    private static int TrainHead(CliEnvironment environment, string backboneName, string? dataDir, string? headSpec, string output, LinearProbeOptions options)
+    {
+        var spec = (headSpec ?? "linear").Trim();
+        string? prototypes = null;
+        if (spec.StartsWith("prototypes:", StringComparison.OrdinalIgnoreCase)) prototypes = spec["prototypes:".Length..];
+        else if (!string.Equals(spec, "linear", StringComparison.OrdinalIgnoreCase)) throw new UsageException($"--head must be linear or prototypes:FOLDER, was '{spec}'.");
+        if (prototypes is { Length: 0 }) throw new UsageException("--head prototypes:FOLDER needs a folder.");
+        if (prototypes is null && dataDir is null) throw new UsageException("A linear head needs --data FOLDER (one subfolder per class).");
+        if (prototypes is not null && dataDir is not null) throw new UsageException("--head prototypes:FOLDER takes its images from FOLDER; leave out --data.");
+        if (!ModelZoo.Contains(backboneName)) throw new UsageException($"Unknown --backbone '{backboneName}'. Known: {string.Join(", ", ModelZoo.Names)}.");
+
+        ImageFolder folder;
+        try
+        {
+            folder = ImageFolder.Scan(prototypes ?? dataDir!, looseImagesAreClasses: prototypes is not null);
+        }
+        catch (Exception e) when (e is ArgumentException or DirectoryNotFoundException)
+        {
+            throw new UsageException(e.Message);
+        }
+        foreach (var note in folder.Notes) environment.WriteWarning(note);
+        if (ModelZoo.Create(backboneName, folder.ClassNames.Count) is not ResNet model)
+            throw new UsageException($"--backbone must be a ResNet zoo model (its pooled features feed the head); '{backboneName}' is not.");
+        var normalization = ImageNormalization.ForArchitecture(backboneName) ?? ImageNormalization.ImageNet;
+        var loader = new ImageLoader(new ImageLoadOptions { Normalization = normalization });
+        HeadReport report;
+        try
+        {
+            report = prototypes is not null
+                ? BackboneHeads.BuildPrototypes(model, loader, folder, backboneName)
+                : BackboneHeads.TrainLinearProbe(model, loader, folder, backboneName, options, environment.Error);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new UsageException(e.Message);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+        foreach (var note in report.Notes.Except(folder.Notes)) environment.WriteWarning(note);
+        report = BackboneHeads.Save(model, report, output);
+        environment.Out.WriteLine(report.ToString());
+        environment.Out.WriteLine($"weights: {report.WeightsPath}");
+        environment.Out.WriteLine($"labels:  {report.LabelsPath}");
+        environment.Out.WriteLine($"explain: rootdtd explain IMAGES --arch {backboneName} --weights {report.WeightsPath} --labels {report.LabelsPath} --out DIR");
+        return ExitCodes.Ok;
     }
 }

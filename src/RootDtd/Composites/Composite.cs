@@ -34,9 +34,11 @@ public sealed record UnitInfo(LinearUnitNode Node, int Index, int Count, bool Is
 /// Which layer gets which rule. Conv/linear units are matched, in this order of precedence, by module path
 /// (<see cref="ForName"/>), as the first unit (<see cref="ForFirstUnit"/>), by a predicate on the unit
 /// (<see cref="ForUnits"/>, <see cref="ForConvolutions"/>, <see cref="ForDense"/>), by module type (<see cref="ForType{TModule}"/>), and finally by <see cref="ForAllUnits"/>.
-/// Other nodes get the rule registered for their kind (<see cref="ForKind"/>), with zennit's defaults: activations,
-/// reshapes and unmerged BatchNorm pass relevance, average pooling and residual sums use <see cref="NormRule"/>, max
-/// pooling passes the gradient (winner takes all).
+/// Other nodes get, in this order, the rule of their module path (<see cref="ForName"/>), of a node predicate
+/// (<see cref="ForNodes"/>), of their kind (<see cref="ForKind"/>), and otherwise the default of their kind for the
+/// composite's <see cref="Variant"/> from the model bundles (<see cref="ModelBundles"/>; for <see cref="BundleVariant.Lrp"/>
+/// zennit's: activations, reshapes and unmerged BatchNorm pass relevance, average pooling and residual sums use
+/// <see cref="NormRule"/>, max pooling passes the gradient). A kind without any rule is an error, never a silent default.
 /// </summary>
 public sealed class Composite
 {
@@ -44,15 +46,9 @@ public sealed class Composite
     private readonly List<(Func<UnitInfo, bool> Match, Rule Rule)> _byPredicate = new();
     private readonly List<(Type Type, Rule Rule)> _byType = new();
     private readonly List<(Func<GraphNode, RelevanceGraph, bool> Match, Rule Rule)> _byNode = new();
-    private readonly Dictionary<NodeKind, Rule> _byKind = new()
-    {
-        [NodeKind.Activation] = PassRule.Instance,
-        [NodeKind.Shape] = PassRule.Instance,
-        [NodeKind.BatchNorm] = PassRule.Instance,
-        [NodeKind.AvgPool] = new NormRule(),
-        [NodeKind.Sum] = new NormRule(),
-        [NodeKind.MaxPool] = GradientRule.Instance,
-    };
+    private readonly Dictionary<NodeKind, Rule> _byKind = new();
+    private readonly Dictionary<NodeKind, Rule?> _fromBundles = new();
+    private IReadOnlyList<ICanonizer>? _canonizers;
     private Rule? _first;
     private bool _firstConvolutionOnly;
     private Rule? _all;
@@ -74,10 +70,31 @@ public sealed class Composite
     public bool MultiplyByInput { get; init; }
 
     /// <summary>
-    /// The canonizers the method runs with (default: BatchNorm merging). <see cref="ExplainerOptions.Canonizers"/>, when
-    /// set, replaces them.
+    /// The kind of method (default <see cref="BundleVariant.Lrp"/>): picks the default rule of every non-unit node kind
+    /// and the default canonizers from the model bundles.
     /// </summary>
-    public IReadOnlyList<ICanonizer> Canonizers { get; init; } = new ICanonizer[] { new BatchNormMerger() };
+    public BundleVariant Variant { get; init; } = BundleVariant.Lrp;
+
+    /// <summary>
+    /// The canonizers the method runs with (default: the bundles' for <see cref="Variant"/> — BatchNorm merging, none
+    /// for <see cref="BundleVariant.PublishedRootInference"/>). <see cref="ExplainerOptions.Canonizers"/>, when set, replaces them.
+    /// </summary>
+    public IReadOnlyList<ICanonizer> Canonizers
+    {
+        get => _canonizers ?? ModelBundles.Canonizers(Variant);
+        init => _canonizers = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>
+    /// The rule nodes of <paramref name="kind"/> get when no name or node predicate matches: the one set by
+    /// <see cref="ForKind"/>, else the bundles' default for <see cref="Variant"/>, else <c>null</c> (resolution then fails).
+    /// </summary>
+    public Rule? KindRule(NodeKind kind)
+    {
+        if (_byKind.TryGetValue(kind, out var rule)) return rule;
+        if (!_fromBundles.TryGetValue(kind, out var fromBundle)) _fromBundles[kind] = fromBundle = ModelBundles.KindRule(Variant, kind);
+        return fromBundle;
+    }
 
     /// <summary>Assigns <paramref name="rule"/> to the module at <paramref name="path"/> (highest precedence).</summary>
     public Composite ForName(string path, Rule rule)
@@ -171,9 +188,9 @@ public sealed class Composite
                 rules[node.Index] = byNode;
                 continue;
             }
-            rules[node.Index] = _byKind.TryGetValue(node.Kind, out var byKind)
-                ? byKind
-                : throw new ExplanationException($"Composite '{Name}' has no rule for '{node.Name}' ({node.Kind}); add ForKind(NodeKind.{node.Kind}, ...) or ForName(\"{node.Name}\", ...).");
+            rules[node.Index] = KindRule(node.Kind)
+                ?? throw new ExplanationException($"Composite '{Name}' has no rule for '{node.Name}' ({node.Kind}): no model bundle defines one for the variant '{Variant}'; " +
+                    $"add ForKind(NodeKind.{node.Kind}, ...) or ForName(\"{node.Name}\", ...), or a rule for the kind to a ModelBundle.");
         }
         return rules;
     }

@@ -9,7 +9,7 @@ namespace RootDtd.Composites;
 /// </summary>
 public static class Composites
 {
-    /// <summary>One rule on every conv/linear unit (zennit defaults elsewhere).</summary>
+    /// <summary>One rule on every conv/linear unit (zennit defaults elsewhere: <see cref="BundleVariant.Lrp"/>).</summary>
     public static Composite Uniform(string name, Rule rule) => new Composite(name).ForAllUnits(rule);
 
     /// <summary>zennit's ε for LRP-0 and for the dense layers of its composites: 1e-6.</summary>
@@ -100,17 +100,11 @@ public static class Composites
     /// <summary>The gradient of the target logit with respect to the input (a baseline; not a relevance).</summary>
     /// <param name="start">Start from 1 at the target (the plain gradient, default) or from the target logit (the gradient scaled by the logit).</param>
     public static Composite Gradient(StartRelevance start = StartRelevance.OneHot) =>
-        AllGradient(new Composite(start == StartRelevance.OneHot ? "gradient" : "gradient-logit-scaled") { StartRelevance = start });
+        AllGradient(new Composite(start == StartRelevance.OneHot ? "gradient" : "gradient-logit-scaled") { StartRelevance = start, Variant = BundleVariant.Gradient });
 
     /// <summary>Gradient × Input: the input times the gradient of the target logit (a baseline).</summary>
     public static Composite GradientTimesInput() =>
-        AllGradient(new Composite("gradient-x-input") { StartRelevance = StartRelevance.OneHot, MultiplyByInput = true });
+        AllGradient(new Composite("gradient-x-input") { StartRelevance = StartRelevance.OneHot, MultiplyByInput = true, Variant = BundleVariant.Gradient });
 
-    private static Composite AllGradient(Composite c)
-    {
-        c.ForAllUnits(GradientRule.Instance);
-        foreach (var kind in new[] { NodeKind.Activation, NodeKind.Shape, NodeKind.BatchNorm, NodeKind.AvgPool, NodeKind.Sum, NodeKind.MaxPool, NodeKind.Other })
-            c.ForKind(kind, GradientRule.Instance);
-        return c;
-    }
+    private static Composite AllGradient(Composite c) => c.ForAllUnits(GradientRule.Instance);
 }

@@ -8,7 +8,7 @@ namespace RootDtd.Composites;
 /// Composites of the constrained root-inference rule (docs/root-inference.md). All of them treat the other layers as
 /// the spec's default composite does: max/average/adaptive pooling and the residual sum get the z-rule with the spec's
 /// stabiliser (<see cref="NormRule"/> with <see cref="Stabilizer.Spec"/>), activations, flatten and dropout pass the
-/// relevance, and BatchNorm is merged by the explainer's default canonizer.
+/// relevance, and BatchNorm is merged — the <see cref="BundleVariant.RootInference"/> rules of the model bundles.
 /// </summary>
 public static class RootComposites
 {
@@ -17,7 +17,7 @@ public static class RootComposites
     /// included. The ablations are options (<paramref name="options"/>: steps, γ, each constraint, redistribution).
     /// </summary>
     public static Composite Root(RootInferenceOptions? options = null) =>
-        WithSpecLayers(new Composite("root")).ForAllUnits(new RootInferenceRule(options));
+        WithSpecLayers("root").ForAllUnits(new RootInferenceRule(options));
 
     /// <summary>
     /// Depth split: with the n units numbered in forward order (<see cref="UnitInfo.Index"/>; ResNet: stem conv, then each
@@ -33,7 +33,7 @@ public static class RootComposites
         if (!(fraction >= 0 && fraction <= 1)) throw new ArgumentOutOfRangeException(nameof(options), fraction, "The root fraction must lie in [0, 1].");
         var lowerRule = lower ?? new ZPlusRule();
         var isHalf = fraction == new RootUpperOptions().Fraction;
-        return WithSpecLayers(new Composite(name ?? (isHalf ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}"))))
+        return WithSpecLayers(name ?? (isHalf ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}")))
             .ForUnits(u => u.Index < LowerCount(u.Count, fraction), lowerRule)
             .ForAllUnits(new RootInferenceRule(o.Root));
     }
@@ -47,7 +47,7 @@ public static class RootComposites
 
     /// <summary><c>root-flat-input</c>: the Flat rule on the first unit (the input layer), the root rule on every other unit.</summary>
     public static Composite RootFlatInput(RootInferenceOptions? options = null) =>
-        WithSpecLayers(new Composite("root-flat-input")).ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
+        WithSpecLayers("root-flat-input").ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
 
     /// <summary>
     /// The method-spec parameters of the root rule (the paper's ablations): <c>steps</c>, <c>gamma</c>, and the switches
@@ -65,11 +65,5 @@ public static class RootComposites
             o => o.Redistribution == RootRedistribution.Normalized, (o, v) => o with { Redistribution = v ? RootRedistribution.Normalized : RootRedistribution.Direct }),
     };
 
-    private static Composite WithSpecLayers(Composite c) => c
-        .ForKind(NodeKind.MaxPool, new NormRule(Stabilizer.Spec))
-        .ForKind(NodeKind.AvgPool, new NormRule(Stabilizer.Spec))
-        .ForKind(NodeKind.Sum, new NormRule(Stabilizer.Spec))
-        .ForKind(NodeKind.Activation, PassRule.Instance)
-        .ForKind(NodeKind.Shape, PassRule.Instance)
-        .ForKind(NodeKind.BatchNorm, PassRule.Instance);
+    private static Composite WithSpecLayers(string name) => new(name) { Variant = BundleVariant.RootInference };
 }

@@ -27,19 +27,15 @@ public static class PublishedRootPreset
     /// <see cref="PublishedDenseRootRule"/>; ReLUs <see cref="PublishedReluRule"/> except inside residual blocks, where
     /// they pass (<see cref="PublishedGraph.IsInsideResidualBlock"/>); max pooling <see cref="PublishedMaxPoolRule"/>;
     /// average pooling <see cref="PublishedAvgPoolRule"/>; residual sums <see cref="PublishedSkipRule"/>; BatchNorm,
-    /// dropout, flatten and identity pass. No canonizer: BatchNorm layers stay in the graph (see <see cref="Options"/>).
+    /// dropout, flatten and identity pass (the node-kind rules are the model bundles' <see cref="BundleVariant.PublishedRootInference"/>).
+    /// No canonizer: BatchNorm layers stay in the graph (see <see cref="Options"/>).
     /// </summary>
     public static Composite Composite() =>
-        new Composite(Name) { StartRelevance = StartRelevance.AbsoluteTargetLogit, Canonizers = Array.Empty<ICanonizer>() }
+        new Composite(Name) { StartRelevance = StartRelevance.AbsoluteTargetLogit, Variant = BundleVariant.PublishedRootInference }
             .ForFirstUnit(new PublishedConvRootRule(startFromOnes: true), convolutionOnly: true)
             .ForConvolutions(new PublishedConvRootRule())
             .ForDense(new PublishedDenseRootRule())
-            .ForNodes(PublishedGraph.IsInsideResidualBlock, PassRule.Instance)
-            .ForKind(NodeKind.Activation, new PublishedReluRule())
-            .ForKind(NodeKind.MaxPool, new PublishedMaxPoolRule())
-            .ForKind(NodeKind.AvgPool, PublishedAvgPoolRule.Instance)
-            .ForKind(NodeKind.Sum, PublishedSkipRule.Instance)
-            .ForKind(NodeKind.BatchNorm, PassRule.Instance);
+            .ForNodes(PublishedGraph.IsInsideResidualBlock, PassRule.Instance);
 
     /// <summary>
     /// Explainer options matching the reference: no canonizer, so BatchNorm layers stay in the graph and pass relevance.

@@ -29,20 +29,41 @@ public static class CliApp
         var configuration = new InvocationConfiguration { Output = environment.Out, Error = environment.Error, EnableDefaultExceptionHandler = false };
         if (args.Length == 0)
         {
-            root.Parse(new[] { "--help" }).Invoke(configuration);
+            var help = new StringWriter();
+            root.Parse(new[] { "--help" }).Invoke(new InvocationConfiguration { Output = help, Error = environment.Error, EnableDefaultExceptionHandler = false });
+            environment.Out.Write(ToolName(help.ToString()));
             return ExitCodes.Usage;
         }
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            foreach (var error in parsed.Errors) environment.WriteError(error.Message);
             var command = parsed.CommandResult.Command;
+            if (command is RootCommand && parsed.UnmatchedTokens.Count > 0)
+            {
+                // a typo'd command: say that, not "Required command was not provided" first
+                var typed = parsed.UnmatchedTokens[0];
+                var names = root.Subcommands.Select(c => c.Name).ToList();
+                var closest = names.OrderBy(n => EditDistance(n, typed)).First();
+                var hint = EditDistance(closest, typed) <= Math.Max(2, typed.Length / 3) ? $" Did you mean '{closest}'?" : string.Empty;
+                environment.WriteError($"'{typed}' is not a rootdtd command.{hint} Commands: {string.Join(", ", names)}.");
+                environment.Error.WriteLine("Run 'rootdtd --help' for the commands.");
+                return ExitCodes.Usage;
+            }
+            foreach (var error in parsed.Errors) environment.WriteError(error.Message);
             var name = command is RootCommand ? "rootdtd" : "rootdtd " + command.Name;
             environment.Error.WriteLine($"Run '{name} --help' for the options.");
             return ExitCodes.Usage;
         }
         try
         {
+            if (parsed.Action is System.CommandLine.Help.HelpAction)
+            {
+                // the help names the tool as it is installed ('rootdtd'), also under 'dotnet run' (RootDtd.Cli)
+                var help = new StringWriter();
+                var code = parsed.Invoke(new InvocationConfiguration { Output = help, Error = environment.Error, EnableDefaultExceptionHandler = false });
+                environment.Out.Write(ToolName(help.ToString()));
+                return code;
+            }
             return parsed.Invoke(configuration);
         }
         catch (Exception e)
@@ -51,6 +72,26 @@ public static class CliApp
             environment.WriteError($"{e.GetType().Name}: {e.Message}");
             return ExitCodes.Failure;
         }
+    }
+
+    /// <summary>Help text with the executable name of a checkout run (<c>RootDtd.Cli</c>) replaced by the tool's name.</summary>
+    internal static string ToolName(string help) =>
+        System.Text.RegularExpressions.Regex.Replace(help, @"(?<![\w.])" + System.Text.RegularExpressions.Regex.Escape(RootCommand.ExecutableName) + @"(?![\w.])", "rootdtd");
+
+    private static int EditDistance(string a, string b)
+    {
+        a = a.ToLowerInvariant();
+        b = b.ToLowerInvariant();
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+            for (var j = 1; j <= b.Length; j++)
+            {
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        return d[a.Length, b.Length];
     }
 
     /// <summary>Parses and runs a command line on the console.</summary>

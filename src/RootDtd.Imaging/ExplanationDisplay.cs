@@ -68,6 +68,9 @@ public static class ExplanationDisplay
         classNames ??= options.ClassNames;
         var shown = Math.Min(n, options.MaxSamples);
         var logits = ExplanationFormatting.TargetLogits(explanation);
+        // heatmap and overlay keep the image's size; the colour bar is a column of its own
+        var heatmapOptions = (options.Heatmap ?? HeatmapDefaults.For(explanation.Method)) with { ColorBar = false };
+        var showBar = (options.Heatmap ?? HeatmapDefaults.For(explanation.Method)).ColorBar;
 
         using var scope = NewDisposeScope();
         var heatmaps = explanation.Heatmap.dim() == 3 ? explanation.Heatmap.detach().cpu().to_type(ScalarType.Float32) : null;
@@ -75,14 +78,19 @@ public static class ExplanationDisplay
         var samples = new List<ExplanationSampleView>(shown);
         for (int i = 0; i < shown; i++)
         {
-            byte[]? imagePng = null, overlayPng = null, heatmapPng = null;
+            byte[]? imagePng = null, overlayPng = null, heatmapPng = null, colorBarPng = null;
             int width = 0, height = 0;
             if (heatmaps is not null)
             {
                 var map = heatmaps[i];
-                using var heat = HeatmapRenderer.Render(map, options.Heatmap);
+                using var heat = HeatmapRenderer.Render(map, heatmapOptions);
                 heatmapPng = heat.ToPngBytes();
                 (width, height) = (heat.Width, heat.Height);
+                if (showBar && heat.Height >= 16)
+                {
+                    using var bar = ColorBar.Render(HeatmapRenderer.ComputeScale(map, heatmapOptions), heatmapOptions, heat.Height);
+                    colorBarPng = bar.ToPngBytes();
+                }
                 var owned = images is null ? InputImage(input[i], options.Normalization) : null;
                 try
                 {
@@ -90,7 +98,7 @@ public static class ExplanationDisplay
                     if (picture is not null)
                     {
                         imagePng = picture.ToPngBytes();
-                        using var overlay = HeatmapRenderer.Overlay(picture, map, options.Heatmap);
+                        using var overlay = HeatmapRenderer.Overlay(picture, map, heatmapOptions);
                         overlayPng = overlay.ToPngBytes();
                         (width, height) = (picture.Width, picture.Height);
                     }
@@ -111,6 +119,7 @@ public static class ExplanationDisplay
                 ImagePng = imagePng,
                 OverlayPng = overlayPng,
                 HeatmapPng = heatmapPng,
+                ColorBarPng = colorBarPng,
                 Width = width,
                 Height = height,
             });

@@ -3,8 +3,12 @@ namespace RootDtd.Imaging;
 /// <summary>Options of <see cref="ExplanationDisplay"/>: how an explanation is shown in a notebook.</summary>
 public sealed record ExplanationDisplayOptions
 {
-    /// <summary>Heatmap and overlay rendering (default <see cref="HeatmapOptions.Paper"/>: raw relevance, mean cropping, Turbo).</summary>
-    public HeatmapOptions Heatmap { get; init; } = HeatmapOptions.Paper;
+    /// <summary>
+    /// Heatmap and overlay rendering. <c>null</c> (default): the explained method's defaults from
+    /// <see cref="HeatmapDefaults.For(string)"/> (|R| on Turbo clipped at the family's percentile, a colour bar with the
+    /// value scale, overlay opacity following |R|). <see cref="HeatmapOptions.Paper"/> gives the paper's presentation.
+    /// </summary>
+    public HeatmapOptions? Heatmap { get; init; }
 
     /// <summary>
     /// Normalisation of <see cref="Explanation.Input"/>, used to show the input when no display image is given.
@@ -27,8 +31,7 @@ public sealed record ExplanationDisplayOptions
 
     internal void Validate()
     {
-        ArgumentNullException.ThrowIfNull(Heatmap, nameof(Heatmap));
-        Heatmap.Validate();
+        Heatmap?.Validate();
         if (MaxSamples < 1) throw new ArgumentOutOfRangeException(nameof(MaxSamples), MaxSamples, "At least one sample must be shown.");
         if (MinDisplayWidth < 0) throw new ArgumentOutOfRangeException(nameof(MinDisplayWidth), MinDisplayWidth, "Must be 0 or more.");
     }

@@ -35,6 +35,9 @@ public sealed class ExplanationSampleView
     /// <summary>The heatmap (PNG), or <c>null</c> when the explanation has no [H,W] heatmap (e.g. [B,F] inputs).</summary>
     public byte[]? HeatmapPng { get; init; }
 
+    /// <summary>The colour bar of the heatmap and overlay with its value scale (PNG), or <c>null</c> (no heatmap, colour bar off, or maps under 16 pixels high).</summary>
+    public byte[]? ColorBarPng { get; init; }
+
     /// <summary>Width of the images in pixels (0 without images).</summary>
     public int Width { get; init; }
 
@@ -88,10 +91,12 @@ public sealed class ExplanationView
     {
         var hasImages = Samples.Any(s => s.ImagePng is not null);
         var hasHeatmaps = Samples.Any(s => s.HeatmapPng is not null);
+        var hasBars = Samples.Any(s => s.ColorBarPng is not null);
         var sb = new StringBuilder();
         sb.Append("<div class=\"rootdtd-explanation\"><table><thead><tr><th>#</th>");
         if (hasImages) sb.Append("<th>input</th><th>overlay</th>");
         if (hasHeatmaps) sb.Append("<th>heatmap</th>");
+        if (hasBars) sb.Append("<th>scale</th>");
         sb.Append("<th>class</th><th>logit</th><th>conservation error</th></tr></thead><tbody>");
         foreach (var s in Samples)
         {
@@ -102,14 +107,32 @@ public sealed class ExplanationView
                 Cell(sb, s.OverlayPng, s, "overlay");
             }
             if (hasHeatmaps) Cell(sb, s.HeatmapPng, s, "heatmap");
+            if (hasBars) BarCell(sb, s.ColorBarPng, s);
             sb.Append("<td>").Append(WebUtility.HtmlEncode(s.ClassLabel)).Append("</td>")
               .Append(CultureInfo.InvariantCulture, $"<td>{s.Logit:g4}</td><td>{s.ConservationError:g2}</td></tr>");
         }
         sb.Append("</tbody></table><div>method <code>").Append(WebUtility.HtmlEncode(Method)).Append("</code>");
         sb.Append(CultureInfo.InvariantCulture, $", {SampleCount} sample{(SampleCount == 1 ? "" : "s")}");
-        if (SampleCount > Samples.Count) sb.Append(CultureInfo.InvariantCulture, $" (first {Samples.Count} shown)");
+        if (SampleCount > Samples.Count)
+            sb.Append(CultureInfo.InvariantCulture, $" (first {Samples.Count} shown, {SampleCount - Samples.Count} left out; ExplanationDisplayOptions.MaxSamples shows more)");
         sb.Append(CultureInfo.InvariantCulture, $", max conservation error {MaxConservationError:g2}</div></div>");
         return sb.ToString();
+    }
+
+    private void BarCell(StringBuilder sb, byte[]? png, ExplanationSampleView s)
+    {
+        sb.Append("<td>");
+        if (png is not null)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"<img alt=\"scale\" src=\"data:image/png;base64,{Convert.ToBase64String(png)}\"");
+            if (MinDisplayWidth > 0 && s.Width > 0 && s.Width < MinDisplayWidth)
+            {
+                var h = (int)Math.Round((double)s.Height * MinDisplayWidth / s.Width);
+                sb.Append(CultureInfo.InvariantCulture, $" style=\"height:{h}px\"");
+            }
+            sb.Append(" />");
+        }
+        sb.Append("</td>");
     }
 
     private void Cell(StringBuilder sb, byte[]? png, ExplanationSampleView s, string alt)

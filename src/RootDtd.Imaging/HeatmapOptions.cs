@@ -16,6 +16,19 @@ public enum HeatmapMode
     Signed,
 }
 
+/// <summary>How the heatmap's opacity in an overlay is chosen per pixel.</summary>
+public enum OverlayAlphaMode
+{
+    /// <summary>
+    /// Opacity <see cref="HeatmapOptions.OverlayOpacity"/> × |intensity|: pixels without relevance show the photo as it
+    /// is, the most relevant ones are covered with the full opacity (Captum's alpha scaling).
+    /// </summary>
+    Relevance,
+
+    /// <summary>The same opacity <see cref="HeatmapOptions.OverlayOpacity"/> everywhere (the whole photo is tinted).</summary>
+    Constant,
+}
+
 /// <summary>Options of <see cref="HeatmapRenderer"/> and <see cref="LayerMaps"/>.</summary>
 public sealed record HeatmapOptions
 {
@@ -38,8 +51,21 @@ public sealed record HeatmapOptions
     /// </summary>
     public double? ClipPercentile { get; init; }
 
-    /// <summary>Opacity of the heatmap in overlays: 0 shows only the image, 1 only the heatmap. Default 0.5.</summary>
+    /// <summary>
+    /// Opacity of the heatmap in overlays: 0 shows only the image, 1 only the heatmap. With
+    /// <see cref="OverlayAlphaMode.Relevance"/> the largest opacity (of the most relevant pixels). Default 0.5.
+    /// </summary>
     public float OverlayOpacity { get; init; } = 0.5f;
+
+    /// <summary>Whether the overlay's opacity follows |relevance| (default) or is constant.</summary>
+    public OverlayAlphaMode OverlayAlpha { get; init; } = OverlayAlphaMode.Relevance;
+
+    /// <summary>
+    /// Append a colour bar with the value scale (relevance at the bottom, middle and top of the colour map) to the
+    /// right of rendered heatmaps and overlays. Default false here (images stay pixel-aligned with the input);
+    /// <see cref="HeatmapDefaults"/> switches it on for the CLI, the notebook display and galleries.
+    /// </summary>
+    public bool ColorBar { get; init; }
 
     /// <summary>|R| with Turbo, min-max normalised (the default).</summary>
     public static HeatmapOptions Default { get; } = new();
@@ -61,6 +87,7 @@ public sealed record HeatmapOptions
             throw new ArgumentException("Mean cropping is defined for unsigned intensities; it cannot be combined with HeatmapMode.Signed.", nameof(MeanCropping));
         if (ClipPercentile is double p && !(p > 0 && p <= 100))
             throw new ArgumentException($"ClipPercentile must be in (0, 100], was {p}.", nameof(ClipPercentile));
+        if (!Enum.IsDefined(OverlayAlpha)) throw new ArgumentException($"Unknown overlay alpha mode {OverlayAlpha}.", nameof(OverlayAlpha));
         if (!(OverlayOpacity >= 0 && OverlayOpacity <= 1))
             throw new ArgumentException($"OverlayOpacity must be in [0, 1], was {OverlayOpacity}.", nameof(OverlayOpacity));
     }

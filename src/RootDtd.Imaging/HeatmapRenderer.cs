@@ -60,15 +60,34 @@ public static class HeatmapRenderer
         for (int b = 0; b < count; b++)
         {
             var map = values.AsSpan(b * mapSize, mapSize);
-            Normalize(map, options, applyMeanCropping: true);
-            images.Add(Colorize(map, width, height, options));
+            var scale = Normalize(map, options, applyMeanCropping: true);
+            var colored = Colorize(map, width, height, options);
+            images.Add(options.ColorBar ? ColorBar.AppendTo(colored, scale, options, disposeImage: true) : colored);
         }
         return images;
     }
 
     /// <summary>
-    /// Renders a heatmap and alpha-blends it over an image with <see cref="HeatmapOptions.OverlayOpacity"/>.
-    /// A heatmap of another size is resized bilinearly to the image size first.
+    /// The value scale a heatmap is rendered with: the relevance shown at the bottom and top of the colour map (after
+    /// the mode and the clipping of <paramref name="options"/>), as drawn on the colour bar.
+    /// </summary>
+    /// <param name="heatmap">A [H,W] (or [1,H,W]) heatmap; must be finite.</param>
+    /// <param name="options">Rendering options; <c>null</c> means <see cref="HeatmapOptions.Default"/>.</param>
+    public static HeatmapScale ComputeScale(Tensor heatmap, HeatmapOptions? options = null)
+    {
+        options ??= HeatmapOptions.Default;
+        options.Validate();
+        var (values, _, count, mapSize) = ReadMaps(heatmap, nameof(heatmap));
+        if (count != 1) throw new ArgumentException($"ComputeScale expects a single map; got a batch of {count}.", nameof(heatmap));
+        return Normalize(values.AsSpan(0, mapSize), options, applyMeanCropping: false);
+    }
+
+    /// <summary>
+    /// Renders a heatmap and alpha-blends it over an image: with <see cref="OverlayAlphaMode.Relevance"/> (default) the
+    /// opacity of each pixel is <see cref="HeatmapOptions.OverlayOpacity"/> × its |intensity|, with
+    /// <see cref="OverlayAlphaMode.Constant"/> it is <see cref="HeatmapOptions.OverlayOpacity"/> everywhere. A heatmap of
+    /// another size is resized bilinearly to the image size first. With <see cref="HeatmapOptions.ColorBar"/> the
+    /// colour bar is appended on the right.
     /// </summary>
     /// <param name="image">The background image (not modified).</param>
     /// <param name="heatmap">A [H,W] heatmap (or [1,H,W]); must be finite.</param>
@@ -88,8 +107,51 @@ public static class HeatmapRenderer
             TensorData.RequireFinite(values, nameof(heatmap));
             map = LayerMaps.Upsample(tensor(values, map.shape), image.Height, image.Width);
         }
-        using var colored = Render(map, options);
-        return Blend(image, colored, options.OverlayOpacity);
+        options.Validate();
+        var (mapValues, _, _, mapSize) = ReadMaps(map, nameof(heatmap));
+        var intensity = mapValues.AsSpan(0, mapSize);
+        var scale = Normalize(intensity, options, applyMeanCropping: true);
+        using var colored = Colorize(intensity, image.Width, image.Height, options);
+        Image<Rgb24> blended;
+        if (options.OverlayAlpha == OverlayAlphaMode.Constant)
+        {
+            blended = Blend(image, colored, options.OverlayOpacity);
+        }
+        else
+        {
+            var alpha = new float[mapSize];
+            for (int i = 0; i < alpha.Length; i++) alpha[i] = options.OverlayOpacity * Math.Min(1f, MathF.Abs(intensity[i]));
+            blended = Blend(image, colored, alpha);
+        }
+        return options.ColorBar ? ColorBar.AppendTo(blended, scale, options, disposeImage: true) : blended;
+    }
+
+    /// <summary>Per-pixel alpha blend <c>(1 − αᵢ)·background + αᵢ·foreground</c> of two images of the same size.</summary>
+    /// <param name="background">The background image.</param>
+    /// <param name="foreground">The foreground image.</param>
+    /// <param name="alpha">Foreground opacity per pixel (row-major, width × height values in [0,1]).</param>
+    public static Image<Rgb24> Blend(Image<Rgb24> background, Image<Rgb24> foreground, ReadOnlySpan<float> alpha)
+    {
+        ArgumentNullException.ThrowIfNull(background);
+        ArgumentNullException.ThrowIfNull(foreground);
+        if (background.Width != foreground.Width || background.Height != foreground.Height)
+            throw new ArgumentException($"Image sizes differ: {background.Width}x{background.Height} vs {foreground.Width}x{foreground.Height}.", nameof(foreground));
+        if (alpha.Length != background.Width * background.Height)
+            throw new ArgumentException($"Expected {background.Width * background.Height} alpha values, got {alpha.Length}.", nameof(alpha));
+        var bg = ImageTensorConversion.GetRgbBytes(background);
+        var fg = ImageTensorConversion.GetRgbBytes(foreground);
+        var output = new byte[bg.Length];
+        for (int p = 0; p < alpha.Length; p++)
+        {
+            float a = alpha[p];
+            if (!(a >= 0 && a <= 1)) throw new ArgumentException($"Alpha values must be in [0, 1]; value {p} is {a}.", nameof(alpha));
+            for (int c = 0; c < 3; c++)
+            {
+                int i = 3 * p + c;
+                output[i] = (byte)Math.Clamp((int)MathF.Round((1f - a) * bg[i] + a * fg[i]), 0, 255);
+            }
+        }
+        return Image.LoadPixelData<Rgb24>(output, background.Width, background.Height);
     }
 
     /// <summary>Alpha blend <c>(1 − opacity)·background + opacity·foreground</c> of two images of the same size.</summary>
@@ -112,6 +174,29 @@ public static class HeatmapRenderer
         return Image.LoadPixelData<Rgb24>(output, background.Width, background.Height);
     }
 
+    /// <summary>Upper end of the "dark band" of <see cref="DarkBandFraction"/>: the lowest tenth of the colour map.</summary>
+    public const float DarkBandLimit = 0.1f;
+
+    /// <summary>
+    /// Legibility of a rendered map: the fraction of pixels whose normalised intensity magnitude is below
+    /// <see cref="DarkBandLimit"/> — for Turbo the darkest band, for <see cref="HeatmapMode.Signed"/> the white band
+    /// around 0. A map where almost every pixel is there shows nothing but a few extreme pixels.
+    /// </summary>
+    /// <param name="heatmap">A [H,W] (or [1,H,W]) heatmap; must be finite.</param>
+    /// <param name="options">Rendering options; <c>null</c> means <see cref="HeatmapOptions.Default"/>.</param>
+    /// <returns>A fraction in [0,1].</returns>
+    public static double DarkBandFraction(Tensor heatmap, HeatmapOptions? options = null)
+    {
+        options ??= HeatmapOptions.Default;
+        options.Validate();
+        var (values, _, count, mapSize) = ReadMaps(heatmap, nameof(heatmap));
+        if (count != 1) throw new ArgumentException($"DarkBandFraction expects a single map; got a batch of {count}.", nameof(heatmap));
+        Normalize(values.AsSpan(0, mapSize), options, applyMeanCropping: true);
+        var dark = 0;
+        foreach (var v in values) if (MathF.Abs(v) < DarkBandLimit) dark++;
+        return (double)dark / mapSize;
+    }
+
     // ---- shared with LayerMaps ---------------------------------------------------------------------------------
 
     internal static (float[] Values, long[] Shape, int Count, int MapSize) ReadMaps(Tensor maps, string paramName)
@@ -127,9 +212,10 @@ public static class HeatmapRenderer
         return (values, shape, values.Length / mapSize, mapSize);
     }
 
-    /// <summary>In place: mode, clipping, normalisation and (optionally) mean cropping of one map.</summary>
-    internal static void Normalize(Span<float> map, HeatmapOptions options, bool applyMeanCropping)
+    /// <summary>In place: mode, clipping, normalisation and (optionally) mean cropping of one map; returns the value scale.</summary>
+    internal static HeatmapScale Normalize(Span<float> map, HeatmapOptions options, bool applyMeanCropping)
     {
+        bool clipped = options.ClipPercentile is double cp && cp < 100;
         switch (options.Mode)
         {
             case HeatmapMode.Absolute:
@@ -145,7 +231,7 @@ public static class HeatmapRenderer
             // A constant map carries no spatial information: it renders as zero (white), like in the other modes.
             bool constant = true;
             for (int i = 1; i < map.Length && constant; i++) constant = map[i] == map[0];
-            if (constant) { map.Clear(); return; }
+            if (constant) { map.Clear(); return new HeatmapScale(0, 0, options.Mode, false); }
             float scale = 0f;
             if (options.ClipPercentile is double ps)
             {
@@ -157,9 +243,9 @@ public static class HeatmapRenderer
             {
                 foreach (float v in map) scale = MathF.Max(scale, MathF.Abs(v));
             }
-            if (!(scale > 0f) || !float.IsFinite(1f / scale)) { map.Clear(); return; }
+            if (!(scale > 0f) || !float.IsFinite(1f / scale)) { map.Clear(); return new HeatmapScale(0, 0, options.Mode, false); }
             for (int i = 0; i < map.Length; i++) map[i] = Math.Clamp(map[i] / scale, -1f, 1f);
-            return;
+            return new HeatmapScale(-scale, scale, options.Mode, clipped);
         }
 
         if (options.ClipPercentile is double p)
@@ -173,10 +259,11 @@ public static class HeatmapRenderer
         float min = float.PositiveInfinity, max = float.NegativeInfinity;
         foreach (float v in map) { min = MathF.Min(min, v); max = MathF.Max(max, v); }
         double range = (double)max - min;
-        if (!(range > 0) || !double.IsFinite(range)) { map.Clear(); return; }
+        if (!(range > 0) || !double.IsFinite(range)) { map.Clear(); return new HeatmapScale(min, max, options.Mode, false); }
         for (int i = 0; i < map.Length; i++) map[i] = (float)((map[i] - min) / range);
 
         if (applyMeanCropping && options.MeanCropping) ApplyMeanCropping(map);
+        return new HeatmapScale(min, max, options.Mode, clipped);
     }
 
     /// <summary>Sets every value not above the mean (≤ mean) to 0.</summary>

@@ -61,8 +61,22 @@ public sealed class ImageGrid
         return this;
     }
 
-    /// <summary>Height in pixels of the title band above each image (0 when no cell has a title).</summary>
-    public int TitleHeight => _cells.Any(c => !string.IsNullOrEmpty(c.Title)) ? BitmapFont.GlyphHeight * TitleScale + Padding : 0;
+    /// <summary>
+    /// Height in pixels of the title band above each image (0 when no cell has a title): one line of the title font,
+    /// or more when a title has to wrap to fit its cell (see <see cref="Render"/>).
+    /// </summary>
+    public int TitleHeight => TitleBandHeight(CellWidth);
+
+    private int CellWidth => Math.Max(1, _cells.Count == 0 ? 1 : _cells.Max(c => c.Image?.Width ?? 0));
+
+    private int TitleBandHeight(int cellWidth)
+    {
+        if (!_cells.Any(c => !string.IsNullOrEmpty(c.Title))) return 0;
+        int lines = _cells.Where(c => !string.IsNullOrEmpty(c.Title)).Max(c => LayoutTitle(c.Title!, cellWidth).Lines.Count);
+        return BitmapFont.GlyphHeight * TitleScale + (lines - 1) * LineHeight(1) + Padding;
+    }
+
+    private static int LineHeight(int scale) => (BitmapFont.GlyphHeight + 2) * scale;
 
     /// <summary>Composes the grid into a new image.</summary>
     public Image<Rgb24> Render()
@@ -70,9 +84,9 @@ public sealed class ImageGrid
         if (_cells.Count == 0) throw new InvalidOperationException("The grid is empty.");
         if (Padding < 0) throw new InvalidOperationException($"Padding must not be negative, was {Padding}.");
         if (TitleScale < 1) throw new InvalidOperationException($"TitleScale must be at least 1, was {TitleScale}.");
-        int cellWidth = Math.Max(1, _cells.Max(c => c.Image?.Width ?? 0));
+        int cellWidth = CellWidth;
         int imageHeight = Math.Max(1, _cells.Max(c => c.Image?.Height ?? 0));
-        int titleHeight = TitleHeight;
+        int titleHeight = TitleBandHeight(cellWidth);
         int cellHeight = titleHeight + imageHeight;
         int width = Columns * cellWidth + (Columns + 1) * Padding;
         int height = Rows * cellHeight + (Rows + 1) * Padding;
@@ -87,12 +101,16 @@ public sealed class ImageGrid
                 int top = Padding + (i / Columns) * (cellHeight + Padding);
                 if (!string.IsNullOrEmpty(title))
                 {
-                    // Titles too wide for the cell are drawn at scale 1, and cut with ".." if still too wide.
-                    int scale = BitmapFont.MeasureWidth(title, TitleScale) <= cellWidth ? TitleScale : 1;
-                    string fitted = FitTitle(title, cellWidth, scale);
-                    int textWidth = BitmapFont.MeasureWidth(fitted, scale);
-                    int textTop = top + (TitleScale - scale) * BitmapFont.GlyphHeight / 2;
-                    BitmapFont.DrawText(canvas, fitted, left + (cellWidth - textWidth) / 2, textTop, TitleColor, scale);
+                    // Titles too wide for the cell are drawn at scale 1 and wrapped at '-', ' ', '_', '.', '/'
+                    // (or, for a word longer than the cell, anywhere); nothing is cut.
+                    var (scale, lines) = LayoutTitle(title, cellWidth);
+                    int textTop = top + (lines.Count == 1 ? (TitleScale - scale) * BitmapFont.GlyphHeight / 2 : 0);
+                    foreach (var line in lines)
+                    {
+                        int textWidth = BitmapFont.MeasureWidth(line, scale);
+                        BitmapFont.DrawText(canvas, line, left + Math.Max(0, (cellWidth - textWidth) / 2), textTop, TitleColor, scale);
+                        textTop += LineHeight(scale);
+                    }
                 }
                 if (image is not null)
                 {
@@ -141,7 +159,7 @@ public sealed class ImageGrid
                 var colored = HeatmapRenderer.Render(resized, options);
                 rendered.Add(colored);
                 maps.Add(colored);
-                var overlay = HeatmapRenderer.Blend(image, colored, (options ?? HeatmapOptions.Default).OverlayOpacity);
+                var overlay = HeatmapRenderer.Overlay(image, resized, options);
                 rendered.Add(overlay);
                 overlays.Add(overlay);
             }
@@ -158,11 +176,36 @@ public sealed class ImageGrid
         }
     }
 
-    private static string FitTitle(string title, int maxWidth, int scale)
+    /// <summary>The scale and the lines a title is drawn with in a cell of the given width.</summary>
+    private (int Scale, IReadOnlyList<string> Lines) LayoutTitle(string title, int cellWidth)
     {
-        int maxChars = (maxWidth / scale + 1) / BitmapFont.Advance;
-        if (title.Length <= maxChars) return title;
-        if (maxChars <= 2) return title[..Math.Max(0, maxChars)];
-        return title[..(maxChars - 2)] + "..";
+        if (BitmapFont.MeasureWidth(title, TitleScale) <= cellWidth) return (TitleScale, new[] { title });
+        int maxChars = Math.Max(1, (cellWidth + 1) / BitmapFont.Advance);
+        return (1, WrapTitle(title, maxChars));
+    }
+
+    /// <summary>Splits a title into lines of at most <paramref name="maxChars"/> characters, after '-', '_', '.', '/' or at a space where possible; no character is dropped.</summary>
+    /// <param name="title">The title.</param>
+    /// <param name="maxChars">Characters per line (at least 1).</param>
+    public static IReadOnlyList<string> WrapTitle(string title, int maxChars)
+    {
+        ArgumentNullException.ThrowIfNull(title);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxChars, 1);
+        var lines = new List<string>();
+        var rest = title;
+        while (rest.Length > maxChars)
+        {
+            int cut = -1;
+            for (int i = Math.Min(maxChars, rest.Length) - 1; i > 0; i--)
+            {
+                if (rest[i] is '-' or '_' or '.' or '/') { cut = i + 1; break; }
+                if (rest[i] == ' ') { cut = i; break; }
+            }
+            if (cut <= 0) cut = maxChars;
+            lines.Add(rest[..cut].TrimEnd());
+            rest = rest[cut..].TrimStart();
+        }
+        if (rest.Length > 0 || lines.Count == 0) lines.Add(rest);
+        return lines;
     }
 }

@@ -167,6 +167,7 @@ public sealed class Explainer : IDisposable
         var wantedLayers = WantedLayers();
         var layers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var args = new List<Tensor>(4);
+        var unitsDone = 0;
         for (var i = _graph.Nodes.Count - 1; i >= 1; i--)
         {
             var node = _graph.Nodes[i];
@@ -198,6 +199,8 @@ public sealed class Explainer : IDisposable
                 relevance[j] = relevance[j] is null ? result[k] : relevance[j]! + result[k];
             }
             if (i != _graph.OutputIndex) relevance[i] = null;
+            if (node is LinearUnitNode) unitsDone++;
+            _options.Progress?.Report(new ExplanationProgress(_graph.Nodes.Count - i, _graph.Nodes.Count - 1, unitsDone, _graph.Units.Count, node.Name));
         }
         var inputRelevance = relevance[0] ?? torch.zeros_like(x);
         if (Composite.MultiplyByInput) inputRelevance = inputRelevance * x;

@@ -43,4 +43,23 @@ public sealed class ExplainerOptions
 
     /// <summary>Relative tolerance of that check (default 1e-3 in float32, 1e-8 in float64; relative to max |logit|).</summary>
     public double? VerifyTolerance { get; init; }
+
+    /// <summary>
+    /// Receives one report per graph node during the backward walk of every <see cref="Explainer.Explain(TorchSharp.torch.Tensor, long[])"/>
+    /// call (synchronously, on the calling thread), so that a long explanation — root inference solves an optimisation
+    /// per unit — can show progress within a batch. <c>null</c> (default): no reports.
+    /// </summary>
+    public IProgress<ExplanationProgress>? Progress { get; init; }
+}
+
+/// <summary>Progress of one explanation's backward walk (see <see cref="ExplainerOptions.Progress"/>).</summary>
+/// <param name="NodesDone">Graph nodes whose relevance has been propagated so far.</param>
+/// <param name="NodeCount">Graph nodes to propagate in this explanation.</param>
+/// <param name="UnitsDone">Linear units (convolutions, dense layers) done so far: where the time goes.</param>
+/// <param name="UnitCount">Linear units of the graph.</param>
+/// <param name="Node">Name of the node just done.</param>
+public readonly record struct ExplanationProgress(int NodesDone, int NodeCount, int UnitsDone, int UnitCount, string Node)
+{
+    /// <summary>Fraction done, in [0,1]: by units when the graph has any (they take almost all the time), else by nodes.</summary>
+    public double Fraction => UnitCount > 0 ? (double)UnitsDone / UnitCount : NodeCount == 0 ? 1 : (double)NodesDone / NodeCount;
 }

@@ -36,8 +36,10 @@ public sealed class ExplainCommandTests
         r.ExitCode.Should().Be(0, r.ToString());
         foreach (var stem in new[] { "alpha", "beta" })
         {
-            PngSize(Path.Combine(dir, stem + ".heatmap.png")).Should().Be((32, 32));
-            PngSize(Path.Combine(dir, stem + ".overlay.png")).Should().Be((32, 32));
+            // the colour bar stands on the right: the input's height, wider than the input
+            var (heatWidth, heatHeight) = PngSize(Path.Combine(dir, stem + ".heatmap.png"));
+            (heatWidth > 32, heatHeight).Should().Be((true, 32));
+            PngSize(Path.Combine(dir, stem + ".overlay.png")).Should().Be((heatWidth, heatHeight));
             var json = ReadJson(Path.Combine(dir, stem + ".json"));
             json.GetProperty("image").GetString().Should().EndWith(stem == "alpha" ? "alpha.png" : "beta.jpg");
             json.GetProperty("width").GetInt32().Should().Be(32);
@@ -56,6 +58,14 @@ public sealed class ExplainCommandTests
             var sum = c.GetProperty("input_relevance_sum").GetDouble();
             c.GetProperty("absolute_error").GetDouble().Should().BeApproximately(Math.Abs(sum - c.GetProperty("start_relevance").GetDouble()), 1e-9);
             c.GetProperty("relative_error").GetDouble().Should().BeGreaterThanOrEqualTo(0);
+            c.GetProperty("expected").GetString().Should().Be("approximately", "LRP-ε conserves up to what ε absorbs");
+            c.GetProperty("lost").GetBoolean().Should().BeFalse();
+            var heat = json.GetProperty("heatmap");
+            heat.GetProperty("mode").GetString().Should().Be("absolute");
+            heat.GetProperty("clip_percentile").GetDouble().Should().Be(HeatmapDefaults.LrpClipPercentile);
+            heat.GetProperty("color_bar").GetBoolean().Should().BeTrue();
+            heat.GetProperty("overlay_alpha").GetString().Should().Be("relevance");
+            heat.GetProperty("scale_high").GetDouble().Should().BeGreaterThan(heat.GetProperty("scale_low").GetDouble());
             var method = json.GetProperty("method");
             method.GetProperty("name").GetString().Should().Be("epsilon");
             method.GetProperty("parameters").GetProperty("epsilon").GetDouble().Should().Be(0.25);
@@ -241,6 +251,35 @@ public sealed class ExplainCommandTests
         foreach (var stem in new[] { "alpha", "beta", "gamma", "alpha-2" })
             File.Exists(Path.Combine(dir, stem + ".json")).Should().BeTrue(stem);
         r.Error.Should().Contain("4/4 images").And.Contain("s/img").And.Contain("[##");
+    }
+
+    [Fact]
+    public void RenderingOptionsReachThePngsAndTheReport()
+    {
+        var dir = _f.NewOutputDir();
+        var r = _f.Explain(dir, _f.PngA, "--method", "gradient", "--clip", "none", "--no-colorbar", "--overlay-alpha", "constant", "--opacity", "0.4");
+        r.ExitCode.Should().Be(0, r.ToString());
+        PngSize(Path.Combine(dir, "alpha.heatmap.png")).Should().Be((32, 32), "--no-colorbar keeps the input's size");
+        PngSize(Path.Combine(dir, "alpha.overlay.png")).Should().Be((32, 32));
+        var json = ReadJson(Path.Combine(dir, "alpha.json"));
+        var heat = json.GetProperty("heatmap");
+        heat.GetProperty("clip_percentile").ValueKind.Should().Be(JsonValueKind.Null);
+        heat.GetProperty("color_bar").GetBoolean().Should().BeFalse();
+        heat.GetProperty("overlay_alpha").GetString().Should().Be("constant");
+        heat.GetProperty("overlay_opacity").GetDouble().Should().Be(0.4);
+        // a gradient method does not conserve: the line says so instead of printing a meaningless error
+        json.GetProperty("conservation").GetProperty("expected").GetString().Should().Be("not_expected");
+        r.Out.Should().Contain("not conservative (a gradient method)").And.NotContain("relative error");
+        r.Error.Should().NotContain("warning: " + _f.PngA);
+    }
+
+    [Fact]
+    public void ASingleImageShowsProgressToo()
+    {
+        var r = _f.Explain(_f.NewOutputDir(), _f.PngA, "--method", "root:steps=2");
+        r.ExitCode.Should().Be(0, r.ToString());
+        r.Error.Should().Contain("1/1 images").And.Contain("[#");
+        r.Out.Should().Contain("relative error").And.Contain("the method conserves relevance");
     }
 
     [Fact]

@@ -38,7 +38,50 @@ public sealed class UsageTests
     {
         var r = CliFixture.Run("explian");
         r.ExitCode.Should().Be(2);
-        r.Error.Should().Contain("explian");
+        r.Error.Should().Contain("'explian' is not a rootdtd command").And.Contain("Did you mean 'explain'?")
+            .And.NotContain("Required command was not provided");
+    }
+
+    [Fact]
+    public void HelpNamesTheToolRootdtd()
+    {
+        foreach (var args in new[] { new[] { "--help" }, new[] { "explain", "--help" }, new[] { "evaluate", "--help" } })
+        {
+            var r = CliFixture.Run(args);
+            r.ExitCode.Should().Be(0);
+            r.Out.Should().Contain("rootdtd").And.NotContain("RootDtd.Cli");
+        }
+        CliFixture.Run().Out.Should().Contain("Usage:").And.NotContain("RootDtd.Cli");
+    }
+
+    [Fact]
+    public void OptionErrorsNeverShowDotNetInternals()
+    {
+        var cases = new[]
+        {
+            new[] { _f.PngA, "--heatmap", "signed", "--mean-cropping" },
+            new[] { _f.PngA, "--opacity", "-1" },
+            new[] { _f.PngA, "--clip", "150" },
+            new[] { _f.PngA, "--mean", "1,1,1", "--std", "0,1,1" },
+        };
+        foreach (var extra in cases)
+        {
+            var r = Explain(extra);
+            r.ExitCode.Should().Be(2, string.Join(" ", extra) + "\n" + r);
+            r.Error.Should().NotContain("(Parameter").And.NotContain("HeatmapMode.").And.NotContain("Exception").And.NotContain("MeanCropping");
+        }
+        Explain(_f.PngA, "--heatmap", "signed", "--mean-cropping").Error.Should().Contain("--mean-cropping").And.Contain("--heatmap signed");
+    }
+
+    [Fact]
+    public void AMissingFolderIsReportedAsAFolder()
+    {
+        var missing = Path.Combine(_f.Root, "no-such-folder") + Path.DirectorySeparatorChar;
+        var r = Explain(missing);
+        r.ExitCode.Should().Be(2);
+        r.Error.Should().Contain($"The folder '{missing}' does not exist");
+        var r2 = Explain(Path.Combine(_f.Root, "photos"));
+        r2.Error.Should().Contain("The folder").And.Contain("photos");
     }
 
     [Fact]
@@ -56,7 +99,10 @@ public sealed class UsageTests
     [InlineData("--dtype", "float16", "--dtype must be float32 or float64")]
     [InlineData("--device", "tpu", "--device must be cpu, cuda or cuda:N")]
     [InlineData("--heatmap", "pink", "--heatmap must be")]
-    [InlineData("--opacity", "1.5", "OverlayOpacity")]
+    [InlineData("--opacity", "1.5", "--opacity must be between 0 and 1")]
+    [InlineData("--clip", "abc", "--clip must be a percentile")]
+    [InlineData("--clip", "0", "--clip must be a percentile")]
+    [InlineData("--overlay-alpha", "half", "--overlay-alpha must be relevance or constant")]
     [InlineData("--mean", "0.5,0.5", "three numbers")]
     [InlineData("--resize", "20", "--resize (20) must be at least --size (32)")]
     [InlineData("--batch", "abc", "abc")]
@@ -139,11 +185,16 @@ public sealed class UsageTests
     {
         var writer = new StringWriter();
         var bar = new ProgressBar(writer, 50, interactive: false, width: 10);
-        bar.Format(12, TimeSpan.FromSeconds(37.2)).Should().Be("[##        ] 12/50 images 3.1 s/img");
+        bar.Format(12, TimeSpan.FromSeconds(37.2)).Should().Be("[##        ] 12/50 images, 3.1 s/img, ETA 1 min 58 s");
+        bar.Format(12.5, TimeSpan.FromSeconds(25)).Should().Be("[##        ] 12.5/50 images, 2.0 s/img, ETA 1 min 15 s");
         bar.Report(0, TimeSpan.Zero);
+        bar.Report(0.5, TimeSpan.FromSeconds(1));     // within an image, before LogInterval: not written when redirected
+        bar.Report(0.7, TimeSpan.FromSeconds(12));    // after LogInterval: written
         bar.Report(50, TimeSpan.FromSeconds(10));
         bar.Finish();
-        writer.ToString().Should().NotContain("\r").And.Contain("[##########] 50/50 images 0.2 s/img");
+        writer.ToString().Should().NotContain("\r").And.Contain("[##########] 50/50 images, 0.2 s/img").And.Contain("0.7/50").And.NotContain("0.5/50");
+        ProgressBar.Duration(45).Should().Be("45 s");
+        ProgressBar.Duration(7810).Should().Be("2 h 10 min");
 
         var terminal = new StringWriter();
         var live = new ProgressBar(terminal, 4, interactive: true, width: 4);

@@ -153,15 +153,76 @@ public class HeatmapRendererTests
         using var image = TestImages.Noise(12, 9, seed: 6);
         var map = RandomMap(9, 12, 7);
         using var heat = HeatmapRenderer.Render(map);
-        using var none = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 0f });
-        using var full = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 1f });
-        using var half = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 0.5f });
+        using var none = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 0f, OverlayAlpha = OverlayAlphaMode.Constant });
+        using var full = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 1f, OverlayAlpha = OverlayAlphaMode.Constant });
+        using var half = HeatmapRenderer.Overlay(image, map, new HeatmapOptions { OverlayOpacity = 0.5f, OverlayAlpha = OverlayAlphaMode.Constant });
         ImageTensorConversion.GetRgbBytes(none).Should().Equal(ImageTensorConversion.GetRgbBytes(image));
         ImageTensorConversion.GetRgbBytes(full).Should().Equal(ImageTensorConversion.GetRgbBytes(heat));
         var a = ImageTensorConversion.GetRgbBytes(image);
         var b = ImageTensorConversion.GetRgbBytes(heat);
         var h = ImageTensorConversion.GetRgbBytes(half);
         for (int i = 0; i < h.Length; i++) ((int)h[i]).Should().BeCloseTo((a[i] + b[i]) / 2, 1);
+    }
+
+    [Fact]
+    public void Relevance_alpha_leaves_irrelevant_pixels_as_they_are_and_covers_the_most_relevant_with_the_opacity()
+    {
+        using var scope = NewDisposeScope();
+        using var image = TestImages.Noise(4, 1, seed: 3);
+        // |R| = 0, 1, 2, 4 → intensities 0, 0.25, 0.5, 1 (min-max of |R|)
+        var map = tensor(new float[] { 0, -1, 2, 4 }, new long[] { 1, 4 });
+        var options = new HeatmapOptions { OverlayOpacity = 0.8f };
+        options.OverlayAlpha.Should().Be(OverlayAlphaMode.Relevance, "alpha following |R| is the default");
+        using var heat = HeatmapRenderer.Render(map, options);
+        using var overlay = HeatmapRenderer.Overlay(image, map, options);
+        var a = ImageTensorConversion.GetRgbBytes(image);
+        var b = ImageTensorConversion.GetRgbBytes(heat);
+        var o = ImageTensorConversion.GetRgbBytes(overlay);
+        var alpha = new[] { 0f, 0.2f, 0.4f, 0.8f };
+        for (int p = 0; p < 4; p++)
+            for (int c = 0; c < 3; c++)
+                ((int)o[3 * p + c]).Should().BeCloseTo((int)MathF.Round((1 - alpha[p]) * a[3 * p + c] + alpha[p] * b[3 * p + c]), 1, $"pixel {p}");
+        for (int c = 0; c < 3; c++) o[c].Should().Be(a[c], "a pixel without relevance shows the photo unchanged");
+    }
+
+    [Fact]
+    public void Colour_bar_shows_the_value_scale_beside_the_map()
+    {
+        using var scope = NewDisposeScope();
+        // 101 values 0..100 in one row: clipping at the 90th percentile puts exactly 90 at the top of the colour map
+        var map = arange(101, dtype: ScalarType.Float32).reshape(1, 101);
+        var options = new HeatmapOptions { ClipPercentile = 90, ColorBar = true };
+        var scale = HeatmapRenderer.ComputeScale(map, options);
+        scale.Low.Should().Be(0);
+        scale.High.Should().Be(90);
+        scale.Clipped.Should().BeTrue();
+        ColorBar.Labels(scale).Should().Equal(">90", "45", "0");
+        ColorBar.Labels(HeatmapRenderer.ComputeScale(map - 50, HeatmapOptions.Signed)).Should().Equal("50", "0", "-50");
+
+        using var plain = HeatmapRenderer.Render(map, options with { ColorBar = false });
+        using var withBar = HeatmapRenderer.Render(map, options);
+        using var overlayImage = TestImages.Noise(101, 1, seed: 4);
+        using var overlay = HeatmapRenderer.Overlay(overlayImage, map, options);
+        withBar.Width.Should().BeGreaterThan(plain.Width);
+        overlay.Width.Should().Be(withBar.Width);
+        withBar.Height.Should().Be(16, "a bar needs 16 pixels, the canvas grows to it");
+        // the map is copied unchanged to the left; the bar's top is the colour map's top colour, its bottom the lowest
+        for (int x = 0; x < 101; x++) withBar[x, 0].Should().Be(plain[x, 0]);
+        var barX = plain.Width + 3 + 5;
+        withBar[barX, 3].Should().Be(ColorMap.Turbo.Map(1f));
+        withBar[barX, 16 - 1 - 3].Should().Be(ColorMap.Turbo.Map(0f));
+    }
+
+    [Fact]
+    public void Dark_band_fraction_counts_pixels_in_the_lowest_tenth()
+    {
+        using var scope = NewDisposeScope();
+        // one outlier of 1000 among 99 values 1..99: min-max puts every ordinary pixel below 0.1
+        var values = Enumerable.Range(1, 99).Select(v => (float)v).Append(1000f).ToArray();
+        var map = tensor(values, new long[] { 10, 10 });
+        HeatmapRenderer.DarkBandFraction(map).Should().BeApproximately(0.99, 1e-9);
+        // clipped at the 95th percentile (≈ 95.05): values below 1 + 0.1·94.05 ≈ 10.4 are dark → 1..10
+        HeatmapRenderer.DarkBandFraction(map, new HeatmapOptions { ClipPercentile = 95 }).Should().BeApproximately(0.10, 1e-9);
     }
 
     [Fact]

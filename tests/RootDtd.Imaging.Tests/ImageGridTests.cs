@@ -46,17 +46,41 @@ public class ImageGridTests
     public void Comparison_figure_has_input_column_and_two_rows_per_method()
     {
         using var scope = NewDisposeScope();
-        using var input = TestImages.Gradient(32, 32);
+        using var input = TestImages.Gradient(128, 128);
         var heatmaps = new Dictionary<string, Tensor>
         {
-            ["DTD"] = rand(new long[] { 32, 32 }),
-            ["LRP-eps"] = randn(new long[] { 32, 32 }),
+            ["DTD"] = rand(new long[] { 128, 128 }),
+            ["LRP-eps"] = randn(new long[] { 128, 128 }),
             ["Gradient"] = rand(new long[] { 8, 8 }), // resized to the image
         };
         using var figure = ImageGrid.Compare(input, heatmaps, HeatmapOptions.Paper);
+        // "Gradient overlay" (16 characters) is too wide at scale 2 but fits at scale 1: one title line
         int padding = 6, titleBand = 7 * 2 + padding;
-        figure.Width.Should().Be(4 * 32 + 5 * padding);
-        figure.Height.Should().Be(2 * (titleBand + 32) + 3 * padding);
+        figure.Width.Should().Be(4 * 128 + 5 * padding);
+        figure.Height.Should().Be(2 * (titleBand + 128) + 3 * padding);
+    }
+
+    [Fact]
+    public void Titles_too_wide_for_a_cell_wrap_at_separators_and_lose_no_character()
+    {
+        ImageGrid.WrapTitle("epsilon-plus-flat", 16).Should().Equal("epsilon-plus-", "flat");
+        ImageGrid.WrapTitle("root overlay", 8).Should().Equal("root", "overlay");
+        ImageGrid.WrapTitle("abcdefghij", 4).Should().Equal("abcd", "efgh", "ij");
+        ImageGrid.WrapTitle("short", 16).Should().Equal("short");
+
+        // a 96-pixel cell holds 16 characters at scale 1: "epsilon-plus-flat" (17) takes a second line
+        using var cell = new Image<Rgb24>(96, 20);
+        var one = new ImageGrid(1) { Padding = 4, TitleScale = 1 }.Add(cell, "epsilon-plus");
+        var two = new ImageGrid(1) { Padding = 4, TitleScale = 1 }.Add(cell, "epsilon-plus-flat");
+        two.TitleHeight.Should().Be(one.TitleHeight + 9);
+        using var rendered = two.Render();
+        rendered.Height.Should().Be(4 + two.TitleHeight + 20 + 4);
+        // the second line ("flat") is drawn: some black pixel in the band of line 2
+        var found = false;
+        for (int y = 4 + 9; y < 4 + 9 + 7 && !found; y++)
+            for (int x = 0; x < rendered.Width && !found; x++)
+                found = rendered[x, y].Equals(new Rgb24(0, 0, 0));
+        found.Should().BeTrue();
     }
 
     [Fact]

@@ -84,8 +84,9 @@ public sealed class NotebookDisplayTests
         var images = DecodeDataUris(html!, out var alts);
         try
         {
-            alts.Should().Equal("input", "overlay", "heatmap");
-            images.Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((image.Width, image.Height)));
+            alts.Should().Equal("input", "overlay", "heatmap", "scale");
+            images.Take(3).Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((image.Width, image.Height)));
+            images[3].Height.Should().Be(image.Height, "the colour bar stands beside the heatmap");
         }
         finally
         {
@@ -138,12 +139,13 @@ public sealed class NotebookDisplayTests
 
         var (html, _) = FormatLikeKernel(view, "text/html");
         Regex.Matches(html!, "<tr><td>").Count.Should().Be(4);
-        html.Should().Contain("first 4 shown").And.NotContain("bird<&>");   // names are HTML-encoded
+        html.Should().Contain("first 4 shown, 6 left out").And.NotContain("bird<&>");   // names are HTML-encoded
         var images = DecodeDataUris(html!, out _);
         try
         {
-            images.Should().HaveCount(12);
-            images.Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((20, 16)));
+            images.Should().HaveCount(16, "input, overlay, heatmap and colour bar of 4 samples");
+            images.Where((_, k) => k % 4 != 3).Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((20, 16)));
+            images.Where((_, k) => k % 4 == 3).Should().AllSatisfy(i => i.Height.Should().Be(16));
         }
         finally
         {

@@ -9,8 +9,8 @@ namespace RootDtd.Cli.Commands;
 
 /// <summary>
 /// <c>rootdtd demo [--out DIR]</c>: generates a few synthetic images, explains them with the committed trained ResNet using
-/// the root rule and the best baselines, and writes a heatmap gallery and a short metric table (localisation and coarse
-/// perturbation); prints where the files are.
+/// the root rule and the best baselines, and writes a heatmap gallery and the metric tables (Table 1: perturbation,
+/// coarse and fine schedules; Table 2: localisation); prints where the files are.
 /// </summary>
 public sealed class DemoCommand : ICliCommand
 {
@@ -20,9 +20,10 @@ public sealed class DemoCommand : ICliCommand
         var output = new Option<string>("--out", "-o") { Description = "Output folder.", DefaultValueFactory = _ => "demo-output", HelpName = "dir" };
         var samples = new Option<int>("--samples", "-n") { Description = "Images to explain and score.", DefaultValueFactory = _ => 32, HelpName = "N" };
         var model = new Option<string>("--model") { Description = "synthetic-resnet or synthetic-vgg.", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
+        var gallery = new Option<int>("--gallery") { Description = "Images shown in the heatmap gallery (at most --samples).", DefaultValueFactory = _ => 4, HelpName = "N" };
         var command = new Command("demo", "Explain a few generated images with the committed trained model (root rule and the best baselines); write a heatmap gallery and a metric table.")
         {
-            output, samples, model,
+            output, samples, model, gallery,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -37,6 +38,7 @@ public sealed class DemoCommand : ICliCommand
             }
 
             if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
+            if (parse.GetValue(gallery) < 0) throw new UsageException("--gallery must be 0 or more.");
             var clock = Stopwatch.StartNew();
             var dir = parse.GetValue(output)!;
             var settings = new SyntheticBenchmarkSettings
@@ -50,20 +52,24 @@ public sealed class DemoCommand : ICliCommand
                 {
                     Methods = BenchmarkMethods.Demo,
                     Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Perturbation,
-                    Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse } },
+                    Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse, PerturbationSchedule.Fine } },
                     BatchSize = 32,
-                    GallerySamples = 4,
+                    GallerySamples = parse.GetValue(gallery),
                 },
             };
             environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", BenchmarkMethods.Demo.Select(m => m.Label))}) …");
-            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, null);
+            var progress = new BenchmarkConsoleProgress(environment);
+            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            progress.Finish();
             var o = environment.Out;
             o.WriteLine();
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: clean accuracy {result.CleanAccuracy:P1} on {result.Samples} images"));
             o.WriteLine();
+            o.Write(BenchmarkReport.PerturbationTable(result).ToMarkdown(1));
+            o.WriteLine();
             o.Write(BenchmarkReport.LocalizationTable(result).ToMarkdown(3));
             o.WriteLine();
-            o.Write(BenchmarkReport.PerturbationTable(result).ToMarkdown(1));
+            o.WriteLine(BenchmarkReport.GalleryCaption(result));
             foreach (var s in result.Skipped) o.WriteLine($"(skipped {s.Label}: {s.Reason})");
             o.WriteLine();
             o.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");

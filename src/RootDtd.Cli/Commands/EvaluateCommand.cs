@@ -71,7 +71,9 @@ public sealed class EvaluateCommand : ICliCommand
                     GallerySamples = parse.GetValue(gallery),
                 },
             };
-            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, SyntheticBenchmark.ConsoleProgress(environment.Error));
+            var progress = new BenchmarkConsoleProgress(environment);
+            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            progress.Finish();
             environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {result.Seconds:F0} s"));
             environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
             foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");

@@ -128,16 +128,33 @@ public sealed class ExplainCommand : ICliCommand
         HelpName = "mode",
     };
 
+    private readonly Option<string?> _clip = new("--clip")
+    {
+        Description = "Clip values above this percentile of the map before scaling (e.g. 99), or 'none'. Default: the method family's (root 95, LRP 98, flat/wsquare 95, gradients 98; see docs/imaging.md).",
+        HelpName = "percentile|none",
+    };
+
     private readonly Option<bool> _meanCropping = new("--mean-cropping")
     {
         Description = "Set every intensity not above the map's mean to 0 (the paper's figures).",
     };
 
-    private readonly Option<double> _opacity = new("--opacity")
+    private readonly Option<double?> _opacity = new("--opacity")
     {
-        Description = "Heatmap opacity in the overlay, 0..1.",
-        DefaultValueFactory = _ => 0.5,
+        Description = "Largest heatmap opacity in the overlay, 0..1 (default 0.7).",
         HelpName = "alpha",
+    };
+
+    private readonly Option<string> _overlayAlpha = new("--overlay-alpha")
+    {
+        Description = "relevance (opacity follows |R|: unimportant pixels show the photo) or constant (the same opacity everywhere).",
+        DefaultValueFactory = _ => "relevance",
+        HelpName = "mode",
+    };
+
+    private readonly Option<bool> _noColorBar = new("--no-colorbar")
+    {
+        Description = "Write heatmaps and overlays without the colour bar (images then have exactly the input's size).",
     };
 
     private readonly Option<bool> _diagnostics = new("--diagnostics")
@@ -156,7 +173,7 @@ public sealed class ExplainCommand : ICliCommand
         var command = new Command("explain", "Explain images: write a heatmap, an overlay and a JSON report per image (and layer maps with --layers).")
         {
             _images, _arch, _weights, _method, _target, _out, _layers, _device, _labels, _classes, _size, _resize, _batch, _dtype,
-            _mean, _std, _heatmap, _meanCropping, _opacity, _diagnostics, _quiet,
+            _mean, _std, _heatmap, _clip, _meanCropping, _opacity, _overlayAlpha, _noColorBar, _diagnostics, _quiet,
         };
         command.SetAction(parse => CommandAction.Run(environment, () => new ExplainRunner(ReadSettings(parse), environment).Run()));
         return command;
@@ -227,14 +244,11 @@ public sealed class ExplainCommand : ICliCommand
         }
         else if (mean is not null || std is not null)
         {
-            try
-            {
-                normalization = new ImageNormalization(ReadTriple(mean, "--mean") ?? ImageNormalization.ImageNet.Mean, ReadTriple(std, "--std") ?? ImageNormalization.ImageNet.Std);
-            }
-            catch (ArgumentException e)
-            {
-                throw new UsageException($"Invalid --mean/--std: {e.Message}");
-            }
+            var meanValues = ReadTriple(mean, "--mean") ?? ImageNormalization.ImageNet.Mean.ToArray();
+            var stdValues = ReadTriple(std, "--std") ?? ImageNormalization.ImageNet.Std.ToArray();
+            if (meanValues.Any(v => !float.IsFinite(v))) throw new UsageException($"--mean must be three finite numbers, was '{mean}'.");
+            if (stdValues.Any(v => !float.IsFinite(v) || v <= 0)) throw new UsageException($"--std must be three positive numbers, was '{std}'.");
+            normalization = new ImageNormalization(meanValues, stdValues);
         }
 
         var mode = (parse.GetValue(_heatmap) ?? "absolute").Trim().ToLowerInvariant() switch
@@ -245,15 +259,35 @@ public sealed class ExplainCommand : ICliCommand
             "signed" => HeatmapMode.Signed,
             var other => throw new UsageException($"--heatmap must be absolute, raw, positive or signed, was '{other}'."),
         };
-        var heatmap = new HeatmapOptions { Mode = mode, MeanCropping = parse.GetValue(_meanCropping), OverlayOpacity = (float)parse.GetValue(_opacity) };
-        try
+        var meanCropping = parse.GetValue(_meanCropping);
+        if (meanCropping && mode == HeatmapMode.Signed)
+            throw new UsageException("--mean-cropping works on unsigned intensities; it cannot be combined with --heatmap signed (use absolute, raw or positive).");
+        var defaults = HeatmapDefaults.For(method.CreateComposite());
+        var clip = defaults.ClipPercentile;
+        if (parse.GetValue(_clip) is { } clipText)
         {
-            heatmap.Validate();
+            clipText = clipText.Trim();
+            if (string.Equals(clipText, "none", StringComparison.OrdinalIgnoreCase) || clipText == "100") clip = null;
+            else if (double.TryParse(clipText.TrimEnd('%'), NumberStyles.Float, CultureInfo.InvariantCulture, out var p) && p > 0 && p < 100) clip = p;
+            else throw new UsageException($"--clip must be a percentile between 0 and 100 (e.g. 99) or 'none', was '{clipText}'.");
         }
-        catch (ArgumentException e)
+        var opacity = parse.GetValue(_opacity) ?? defaults.OverlayOpacity;
+        if (!(opacity >= 0 && opacity <= 1)) throw new UsageException($"--opacity must be between 0 and 1, was {opacity.ToString(CultureInfo.InvariantCulture)}.");
+        var overlayAlpha = (parse.GetValue(_overlayAlpha) ?? "relevance").Trim().ToLowerInvariant() switch
         {
-            throw new UsageException($"Invalid heatmap options: {e.Message}");
-        }
+            "relevance" or "scaled" => OverlayAlphaMode.Relevance,
+            "constant" => OverlayAlphaMode.Constant,
+            var other => throw new UsageException($"--overlay-alpha must be relevance or constant, was '{other}'."),
+        };
+        var heatmap = defaults with
+        {
+            Mode = mode,
+            MeanCropping = meanCropping,
+            ClipPercentile = clip,
+            OverlayOpacity = (float)opacity,
+            OverlayAlpha = overlayAlpha,
+            ColorBar = !parse.GetValue(_noColorBar),
+        };
 
         var layers = (parse.GetValue(_layers) ?? Array.Empty<string>())
             .SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -306,6 +340,10 @@ public sealed class ExplainCommand : ICliCommand
             else if (input.StartsWith('-'))
             {
                 throw new UsageException($"Unknown option '{input}'. Run 'rootdtd explain --help' for the options.");
+            }
+            else if (Path.EndsInDirectorySeparator(input) || Path.GetExtension(input).Length == 0)
+            {
+                throw new UsageException($"The folder '{input}' does not exist (give image files or folders of images).");
             }
             else
             {

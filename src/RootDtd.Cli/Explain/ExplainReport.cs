@@ -31,6 +31,9 @@ public sealed record ImageReport
     /// <summary>Σ input relevance compared with the explained logit.</summary>
     public required ConservationEntry Conservation { get; init; }
 
+    /// <summary>How the PNGs were rendered.</summary>
+    public required HeatmapEntry Heatmap { get; init; }
+
     /// <summary>The method and its parameters.</summary>
     public required MethodEntry Method { get; init; }
 
@@ -80,7 +83,24 @@ public sealed record ClassScore(int ClassIndex, string? ClassName, double Logit,
 /// <param name="InputRelevanceSum">Σ of the input relevance.</param>
 /// <param name="AbsoluteError">|Σ input relevance − start relevance|.</param>
 /// <param name="RelativeError">Absolute error / |start relevance|.</param>
-public sealed record ConservationEntry(string Reference, double StartRelevance, double Logit, double InputRelevanceSum, double AbsoluteError, double RelativeError);
+/// <param name="Expected"><c>conserves</c>, <c>approximately</c> (ε absorbs some) or <c>not_expected</c> (gradients, the published root code): whether the error means anything.</param>
+/// <param name="Expectation">The same in words.</param>
+/// <param name="Lost">True when a method that should conserve lost it (a warning was printed).</param>
+public sealed record ConservationEntry(string Reference, double StartRelevance, double Logit, double InputRelevanceSum, double AbsoluteError, double RelativeError,
+    string Expected, string Expectation, bool Lost);
+
+/// <summary>How the heatmap and overlay PNGs were rendered, with the value scale of the colour bar.</summary>
+/// <param name="Mode"><c>absolute</c>, <c>raw</c>, <c>positive</c> or <c>signed</c>.</param>
+/// <param name="ClipPercentile">Percentile the map was clipped at, or <c>null</c>.</param>
+/// <param name="MeanCropping">Whether mean cropping was applied.</param>
+/// <param name="ScaleLow">Relevance at the bottom of the colour map.</param>
+/// <param name="ScaleHigh">Relevance at the top of the colour map.</param>
+/// <param name="ColorMap">Colour map name.</param>
+/// <param name="ColorBar">Whether the PNGs carry a colour bar on the right.</param>
+/// <param name="OverlayAlpha"><c>relevance</c> (opacity follows |R|) or <c>constant</c>.</param>
+/// <param name="OverlayOpacity">Largest overlay opacity.</param>
+public sealed record HeatmapEntry(string Mode, double? ClipPercentile, bool MeanCropping, double ScaleLow, double ScaleHigh, string ColorMap, bool ColorBar,
+    string OverlayAlpha, double OverlayOpacity);
 
 /// <summary>The method.</summary>
 /// <param name="Spec">The <c>--method</c> text.</param>

@@ -59,7 +59,16 @@ public sealed class ExplainRunner
         var loader = new ImageLoader(new ImageLoadOptions { ResizeShorterSide = s.Resize, CropSize = s.Size, Normalization = s.Normalization });
         using var low = s.Normalization.LowerBound();
         using var high = s.Normalization.UpperBound();
-        var options = new ExplainerOptions { InputLow = low, InputHigh = high, RecordLayers = s.Layers, CollectDiagnostics = s.Diagnostics };
+        var progress = s.Quiet ? null : new ProgressBar(_env.Error, s.Images.Count, _env.ErrorIsTerminal);
+        var done = 0;
+        var batchCount = 0;
+        var work = Stopwatch.StartNew();
+        // within a batch the explainer reports per graph unit: the bar moves while a long root-inference batch runs
+        var unitProgress = progress is null ? null : new SyncProgress<ExplanationProgress>(p => progress.Report(done + p.Fraction * batchCount, work.Elapsed));
+        var options = new ExplainerOptions
+        {
+            InputLow = low, InputHigh = high, RecordLayers = s.Layers, CollectDiagnostics = s.Diagnostics, Progress = unitProgress,
+        };
         using var explainer = new Explainer(model, s.Method.CreateComposite(), options);
         CheckLayers(explainer);
         var rules = explainer.RuleAssignment.Select(r => new RuleEntry(r.Node, r.Rule)).ToList();
@@ -67,9 +76,6 @@ public sealed class ExplainRunner
         Directory.CreateDirectory(s.OutputDirectory);
         var stems = UniqueStems(s.Images);
         var failures = new List<string>();
-        var progress = s.Quiet || s.Images.Count < 2 ? null : new ProgressBar(_env.Error, s.Images.Count, _env.ErrorIsTerminal);
-        var done = 0;
-        var work = Stopwatch.StartNew();
         progress?.Report(0, work.Elapsed);
         for (var start = 0; start < s.Images.Count; start += s.BatchSize)
         {
@@ -91,6 +97,7 @@ public sealed class ExplainRunner
                         failures.Add(s.Images[i]);
                     }
                 }
+                batchCount = images.Count;
                 if (images.Count > 0) ExplainBatch(explainer, images, stems, rules, device, failures, progress);
             }
             finally
@@ -128,7 +135,13 @@ public sealed class ExplainRunner
         var logits = explanation.Logits.to(float64).cpu().data<double>().ToArray();
         var probabilities = torch.softmax(explanation.Logits.to(float64), 1).cpu().data<double>().ToArray();
         var heatmaps = explanation.Heatmap.to(float32).cpu();
-        var reference = explainer.Composite.StartRelevance == StartRelevance.TargetLogit ? "logit" : "one-hot";
+        var reference = explainer.Composite.StartRelevance switch
+        {
+            StartRelevance.TargetLogit => "logit",
+            StartRelevance.AbsoluteTargetLogit => "absolute-logit",
+            _ => "one-hot",
+        };
+        var traits = MethodTraits.Of(explainer.Composite);
 
         for (var k = 0; k < images.Count; k++)
         {
@@ -144,6 +157,7 @@ public sealed class ExplainRunner
 
                 var files = new OutputFiles(stem + ".heatmap.png", stem + ".overlay.png", stem + ".json", s.Layers.Count > 0 ? stem + ".layers.png" : null);
                 var heatmap = heatmaps[k];
+                var scale = HeatmapRenderer.ComputeScale(heatmap, s.Heatmap);
                 using (var rendered = HeatmapRenderer.Render(heatmap, s.Heatmap)) rendered.SavePng(Out(files.Heatmap));
                 using (var overlay = HeatmapRenderer.Overlay(image.DisplayImage, heatmap, s.Heatmap)) overlay.SavePng(Out(files.Overlay));
                 var layers = WriteLayers(explanation, k, stem, image, heatmap, files.LayerFigure);
@@ -152,6 +166,8 @@ public sealed class ExplainRunner
                 var inputSum = explanation.Conservation.InputSum[k];
                 var startRelevance = explanation.Conservation.StartRelevance[k];
                 var absolute = Math.Abs(inputSum - startRelevance);
+                var relative = absolute / Math.Max(Math.Abs(startRelevance), 1e-30);
+                var lost = traits.LostConservation(relative);
                 var report = new ImageReport
                 {
                     Image = path,
@@ -161,7 +177,10 @@ public sealed class ExplainRunner
                     Explained = explained,
                     Predicted = Score(order[0]),
                     Top = order.Take(5).Select(Score).ToList(),
-                    Conservation = new ConservationEntry(reference, startRelevance, explained.Logit, inputSum, absolute, absolute / Math.Max(Math.Abs(startRelevance), 1e-30)),
+                    Conservation = new ConservationEntry(reference, startRelevance, explained.Logit, inputSum, absolute, relative,
+                        ExpectationId(traits.Conservation), traits.ConservationText, lost),
+                    Heatmap = new HeatmapEntry(ModeId(s.Heatmap.Mode), s.Heatmap.ClipPercentile, s.Heatmap.MeanCropping, scale.Low, scale.High,
+                        s.Heatmap.ResolvedColorMap.Name, s.Heatmap.ColorBar, s.Heatmap.OverlayAlpha == OverlayAlphaMode.Relevance ? "relevance" : "constant", Math.Round((double)s.Heatmap.OverlayOpacity, 4)),
                     Method = new MethodEntry(s.Method.Text, s.Method.Method.Name, s.Method.Method.Description, explainer.Composite.Name, s.Method.Values),
                     Model = new ModelEntry(s.Architecture, s.WeightsPath, s.Classes, device.ToString(), s.DType == ScalarType.Float64 ? "float64" : "float32",
                         s.Resize, s.Size, s.Normalization.Mean, s.Normalization.Std),
@@ -182,7 +201,13 @@ public sealed class ExplainRunner
                     var predicted = s.Target is null || order[0] == explained.ClassIndex ? string.Empty
                         : $"; predicted {order[0]}{(s.Labels?[order[0]] is { } p ? $" \"{p}\"" : string.Empty)}";
                     _env.Out.WriteLine(FormattableString.Invariant(
-                        $"{path}: class {explained.ClassIndex}{name} (logit {explained.Logit:g4}, p {explained.Probability:0.###}){predicted}; Σ relevance {inputSum:g6} vs {startRelevance:g6} (relative error {report.Conservation.RelativeError:0.##e+0})"));
+                        $"{path}: class {explained.ClassIndex}{name} (logit {explained.Logit:g4}, p {explained.Probability:0.###}){predicted}; {ConservationText(traits, inputSum, startRelevance, relative)}"));
+                }
+                if (lost)
+                {
+                    progress?.Clear();
+                    _env.WriteWarning(FormattableString.Invariant(
+                        $"{path}: {s.Method.Method.Name} {traits.ConservationText}, but Σ input relevance is {inputSum:g4} for a start of {startRelevance:g4} (relative error {relative:0.##e+0}, more than {traits.WarningThreshold:g2}). The map may be dominated by absorbed or exploding relevance; compare the per-layer sums (--diagnostics) or try --dtype float64."));
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
@@ -213,14 +238,14 @@ public sealed class ExplainRunner
                     continue;
                 }
                 var file = $"{stem}.layer-{Sanitize(layer)}.png";
-                var map = LayerMaps.Render(relevance, image.Height, image.Width, s.Heatmap);
+                var map = LayerMaps.Render(relevance, image.Height, image.Width, s.Heatmap with { ColorBar = false });
                 maps.Add((layer, map));
                 map.SavePng(Out(file));
                 entries.Add(new LayerEntry(layer, file, relevance.shape, sum));
             }
             if (figureName is not null)
             {
-                using var rendered = HeatmapRenderer.Render(heatmap, s.Heatmap);
+                using var rendered = HeatmapRenderer.Render(heatmap, s.Heatmap with { ColorBar = false });
                 var grid = new ImageGrid(Math.Min(2 + maps.Count, 6)).Add(image.DisplayImage, "input").Add(rendered, "input relevance");
                 foreach (var (name, map) in maps) grid.Add(map, name);
                 using var figure = grid.Render();
@@ -282,6 +307,29 @@ public sealed class ExplainRunner
 
     private static double Round(double ms) => Math.Round(ms, 3);
 
+    /// <summary>The per-image conservation phrase: compared with the start only where conservation is expected.</summary>
+    internal static string ConservationText(MethodTraits traits, double inputSum, double start, double relative) =>
+        traits.Conservation == ConservationExpectation.NotExpected
+            ? FormattableString.Invariant($"Σ relevance {inputSum:g6} ({traits.ConservationText}: not compared with {start:g6})")
+            : FormattableString.Invariant($"Σ relevance {inputSum:g6} vs {start:g6} (relative error {relative:0.##e+0}; the method {traits.ConservationText})");
+
+    /// <summary>Stable identifier of a conservation expectation in the JSON.</summary>
+    internal static string ExpectationId(ConservationExpectation expectation) => expectation switch
+    {
+        ConservationExpectation.Conserves => "conserves",
+        ConservationExpectation.Approximately => "approximately",
+        _ => "not_expected",
+    };
+
+    /// <summary>Stable identifier of a heatmap mode in the JSON (the <c>--heatmap</c> value).</summary>
+    internal static string ModeId(HeatmapMode mode) => mode switch
+    {
+        HeatmapMode.Absolute => "absolute",
+        HeatmapMode.Raw => "raw",
+        HeatmapMode.Positive => "positive",
+        _ => "signed",
+    };
+
     private static string ReadVersion()
     {
         var assembly = typeof(ExplainRunner).Assembly;
@@ -289,4 +337,15 @@ public sealed class ExplainRunner
         if (informational is not null) return informational.Split('+')[0];
         return assembly.GetName().Version?.ToString(3) ?? "0.0.0";
     }
+}
+
+/// <summary>An <see cref="IProgress{T}"/> that runs its action synchronously on the reporting thread (<see cref="Progress{T}"/> posts to the thread pool).</summary>
+/// <typeparam name="T">The report type.</typeparam>
+internal sealed class SyncProgress<T> : IProgress<T>
+{
+    private readonly Action<T> _action;
+
+    public SyncProgress(Action<T> action) => _action = action;
+
+    public void Report(T value) => _action(value);
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using RootDtd.Composites;
 using RootDtd.Evaluation.Metrics;
 using RootDtd.Evaluation.Results;
 using RootDtd.Imaging;
@@ -157,12 +158,16 @@ public static class BenchmarkReport
     public static ResultTable CostTable(BenchmarkResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var t = new ResultTable("Cost and conservation (ms/img: explanation only; conservation error: mean |Σ input relevance − start relevance| / |start relevance|; seconds: all protocols)", CostColumns);
+        var t = new ResultTable("Cost and conservation (ms/img: explanation only; conservation error: mean |Σ input relevance − start relevance| / |start relevance|, "
+            + "only for methods expected to conserve — – for gradient methods and root-published, which are not conservative by construction; seconds: all protocols)", CostColumns);
         foreach (var r in result.Methods.Concat(result.Ablations))
+        {
+            var expected = MethodTraits.Of(r.Method.Spec).Conservation != ConservationExpectation.NotExpected;
             t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), new Dictionary<string, double>
             {
-                [CostColumns[0]] = r.MillisecondsPerImage, [CostColumns[1]] = r.ConservationError, [CostColumns[2]] = r.Seconds,
+                [CostColumns[0]] = r.MillisecondsPerImage, [CostColumns[1]] = expected ? r.ConservationError : double.NaN, [CostColumns[2]] = r.Seconds,
             });
+        }
         return t;
     }
 
@@ -225,7 +230,7 @@ public static class BenchmarkReport
         }
 
         sb.Append(CostTable(result).ToMarkdown(2)).Append('\n');
-        if (galleryPng is not null) sb.Append("![heatmap gallery](").Append(galleryPng).Append(")\n\nGallery: image, object mask, then one heatmap per method (red positive, blue negative relevance, symmetric scale per map).\n");
+        if (galleryPng is not null) sb.Append("![heatmap gallery](").Append(galleryPng).Append(")\n\n").Append(GalleryCaption(result)).Append('\n');
         return sb.ToString();
     }
 
@@ -266,6 +271,31 @@ public static class BenchmarkReport
         {
             foreach (var p in panels) p.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Rendering of a method's gallery maps: signed relevance on the blue–white–red map, scaled at the method family's
+    /// clipping percentile (<see cref="HeatmapDefaults"/>), with a colour bar.
+    /// </summary>
+    /// <param name="method">The method.</param>
+    public static HeatmapOptions GalleryOptions(BenchmarkMethod method)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        return HeatmapDefaults.For(method.Spec) with { Mode = HeatmapMode.Signed, MeanCropping = false, ColorBar = true };
+    }
+
+    /// <summary>The sentence under the gallery: what it shows and how many explained images it leaves out.</summary>
+    /// <param name="result">Result.</param>
+    public static string GalleryCaption(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var shown = result.Gallery.Count;
+        var left = result.Samples - shown;
+        var count = left > 0
+            ? string.Create(CultureInfo.InvariantCulture, $"the first {shown} of the {result.Samples} explained images ({left} not shown; `--gallery N` shows more)")
+            : string.Create(CultureInfo.InvariantCulture, $"all {shown} explained images");
+        return "Gallery: " + count + ". Per image: the image, its object mask, then one heatmap per method (red positive, blue negative relevance; "
+            + "each map scaled symmetrically at its method family's clipping percentile, the colour bar beside it gives the scale).";
     }
 
     /// <summary>Renders the gallery: per sample the image, its mask and every main method's heatmap.</summary>
@@ -311,7 +341,12 @@ public static class BenchmarkReport
                     }
 
                     using var t = tensor(m.GalleryHeatmaps[i], new long[] { h, w });
-                    grid.Add(Own(HeatmapRenderer.Render(t, HeatmapOptions.Signed)), i == 0 ? LinePlot.Ascii(m.Label) : null);
+                    var options = GalleryOptions(m.Method);
+                    using var map = HeatmapRenderer.Render(t, options with { ColorBar = false });
+                    map.Mutate(c => c.Resize(cellSize, cellSize, KnownResamplers.NearestNeighbor));
+                    var cell = ColorBar.AppendTo(map, HeatmapRenderer.ComputeScale(t, options), options);
+                    owned.Add(cell);
+                    grid.Add(cell, i == 0 ? LinePlot.Ascii(m.Label) : null);
                 }
             }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using RootDtd.Composites;
 using RootDtd.Evaluation.Metrics;
 using RootDtd.Evaluation.Training;
 using RootDtd.Graph;
@@ -189,7 +190,15 @@ public sealed class BenchmarkRunner
             using var low = SyntheticModels.Bounds(0, _options.Normalization);
             using var high = SyntheticModels.Bounds(1, _options.Normalization);
             var wantRoots = protocols.HasFlag(BenchmarkProtocols.RootChecks);
-            using var explainer = new Explainer(_model, composite, new ExplainerOptions { InputLow = low, InputHigh = high, RecordRoots = wantRoots });
+            // within a batch the explainer reports per graph unit (only during the main loop: PGD re-explains too)
+            int batchStart = 0, batchLength = 0, total = (int)images.shape[0];
+            var inMainLoop = false;
+            var unitProgress = _progress is null ? null : new SyncProgress<ExplanationProgress>(p =>
+            {
+                if (inMainLoop)
+                    _progress.Report(new BenchmarkProgress(method.Label, "explain+perturb+localise", index, methodCount, batchStart + (int)(p.Fraction * batchLength), total));
+            });
+            using var explainer = new Explainer(_model, composite, new ExplainerOptions { InputLow = low, InputHigh = high, RecordRoots = wantRoots, Progress = unitProgress });
             var firstUnit = explainer.Graph.Units.FirstOrDefault()?.Name;
             using var perturbation = new PixelPerturbationAccumulator(PerturbationOptions);
             using var localization = new LocalizationAccumulator();
@@ -205,7 +214,9 @@ public sealed class BenchmarkRunner
                 using var scope = torch.NewDisposeScope();
                 var targets = y.data<long>().ToArray();
                 var t0 = Stopwatch.GetTimestamp();
+                (batchStart, batchLength, inMainLoop) = (start, (int)x.shape[0], true);
                 using var e = explainer.Explain(x, targets);
+                inMainLoop = false;
                 var heat = e.Heatmap;
                 heat.sum().item<float>(); // make the timing honest on asynchronous devices
                 explainTime += Stopwatch.GetElapsedTime(t0);
@@ -227,6 +238,10 @@ public sealed class BenchmarkRunner
             var n = explained;
             result.MillisecondsPerImage = n > 0 ? explainTime.TotalMilliseconds / n : double.NaN;
             result.ConservationError = n > 0 ? conservation / n : double.NaN;
+            var traits = MethodTraits.Of(method.Spec);
+            if (n > 0 && traits.LostConservation(result.ConservationError))
+                _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"warning: '{method.Label}' {traits.ConservationText}, but its mean conservation error is {result.ConservationError:g3} (more than {traits.WarningThreshold:g2}): relevance is absorbed or explodes somewhere; its maps and metrics may mean little."));
             if (gallery.Count > 0) result.GalleryHeatmaps = gallery.ToArray();
             if (protocols.HasFlag(BenchmarkProtocols.Perturbation) && perturbation.Samples > 0) result.Curves = perturbation.Result(method.Label);
             if (protocols.HasFlag(BenchmarkProtocols.Localization) && localization.Images > 0) result.Localization = localization.Result(method.Label);
@@ -253,7 +268,7 @@ public sealed class BenchmarkRunner
                 };
                 var pgdCount = (int)Math.Min(images.shape[0], _options.PgdSamples ?? images.shape[0]);
                 result.Pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount), PgdOptions, method.Label,
-                    new SyncProgress(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))));
+                    new SyncProgress<EvaluationProgress>(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))));
             }
         }
         catch (Exception e) when (e is ArgumentException or ExplanationException or InvalidOperationException or ExternalException)
@@ -310,12 +325,12 @@ public sealed class BenchmarkRunner
     }
 
     /// <summary>Progress that reports synchronously on the calling thread (Progress&lt;T&gt; posts to the thread pool).</summary>
-    private sealed class SyncProgress : IProgress<EvaluationProgress>
+    private sealed class SyncProgress<T> : IProgress<T>
     {
-        private readonly Action<EvaluationProgress> _action;
+        private readonly Action<T> _action;
 
-        public SyncProgress(Action<EvaluationProgress> action) => _action = action;
+        public SyncProgress(Action<T> action) => _action = action;
 
-        public void Report(EvaluationProgress value) => _action(value);
+        public void Report(T value) => _action(value);
     }
 }

@@ -89,6 +89,51 @@ public class BenchmarkTests
     }
 
     [Fact]
+    public void ProgressMovesWithinABatchAndTheReportSaysWhatItLeavesOut()
+    {
+        torch.random.manual_seed(11);
+        using var model = SyntheticModels.Create(SyntheticArchitecture.ResNet);
+        model.eval();
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 99, count: 4);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            var reports = new List<BenchmarkProgress>();
+            var options = new BenchmarkOptions
+            {
+                ModelName = "tiny",
+                Methods = new[] { BenchmarkMethod.Of("root:steps=2"), BenchmarkMethod.Of("gradient") },
+                Protocols = BenchmarkProtocols.Localization,
+                BatchSize = 4,
+                GallerySamples = 2,
+            };
+            var result = new BenchmarkRunner(model, options, new Collect(reports)).Run(images, masks, labels);
+            // one batch of 4: without per-unit reports the only values would be 4
+            var root = reports.Where(r => r.Method == "root:steps=2" && r.Stage == "explain+perturb+localise").Select(r => r.SamplesDone).ToList();
+            root.Should().Contain(v => v > 0 && v < 4, "progress moves within the batch");
+            root.Should().BeInAscendingOrder();
+            root[^1].Should().Be(4);
+
+            BenchmarkReport.GalleryCaption(result).Should().Contain("the first 2 of the 4 explained images (2 not shown");
+            var cost = BenchmarkReport.CostTable(result);
+            double.IsNaN(cost.Rows.Single(r => r.Method == "gradient").Values["conservation error"]).Should().BeTrue("gradients make no conservation claim");
+            double.IsFinite(cost.Rows.Single(r => r.Method == "root:steps=2").Values["conservation error"]).Should().BeTrue();
+            using var gallery = BenchmarkReport.RenderGallery(result);
+            gallery.Should().NotBeNull();
+        }
+    }
+
+    private sealed class Collect : IProgress<BenchmarkProgress>
+    {
+        private readonly List<BenchmarkProgress> _list;
+
+        public Collect(List<BenchmarkProgress> list) => _list = list;
+
+        public void Report(BenchmarkProgress value) => _list.Add(value);
+    }
+
+    [Fact]
     public void PlotPngHasTheRequestedSize()
     {
         var series = new[]

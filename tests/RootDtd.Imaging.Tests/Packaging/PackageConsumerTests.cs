@@ -57,7 +57,7 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
         var line = _consumer.RunOutput.Split('\n').Single(l => l.StartsWith("conservation-error ", StringComparison.Ordinal));
         var error = double.Parse(line["conservation-error ".Length..].Trim(), CultureInfo.InvariantCulture);
         error.Should().BeLessThan(1e-3, _consumer.RunOutput);
-        _consumer.RunOutput.Should().Contain("html-images 3", "the notebook HTML of the explanation has input, overlay and heatmap");
+        _consumer.RunOutput.Should().Contain("html-images 4", "the notebook HTML of the explanation has input, overlay, heatmap and colour bar");
     }
 
     [Fact]

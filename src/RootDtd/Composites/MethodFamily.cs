@@ -1,0 +1,114 @@
+namespace RootDtd.Composites;
+
+/// <summary>Families of explanation methods: methods of a family share how their maps look and whether they conserve relevance.</summary>
+public enum MethodFamily
+{
+    /// <summary>Classic LRP/DTD rules and composites (LRP-0/ε/γ, z⁺, αβ, w², flat, z^B and their combinations).</summary>
+    Lrp,
+
+    /// <summary>Constrained root inference (<c>root</c>, <c>root-upper-half</c>, <c>root-flat-input</c>).</summary>
+    RootInference,
+
+    /// <summary>The authors' published root-inference code (<c>root-published</c>): R-seeded convolutions, not conservative.</summary>
+    PublishedRootInference,
+
+    /// <summary>Gradient baselines and other methods that start from 1 at the target instead of the logit.</summary>
+    Gradient,
+
+    /// <summary>A method RootDtd does not know (registered by an application): no assumption is made.</summary>
+    Other,
+}
+
+/// <summary>Whether Σ input relevance should equal the explained logit.</summary>
+public enum ConservationExpectation
+{
+    /// <summary>Conserves by construction, up to float rounding and stabilisers: root inference (where the layer responds), flat and w² (they ignore biases).</summary>
+    Conserves,
+
+    /// <summary>
+    /// Conserves only approximately: biases (BatchNorm merged into convolutions gives every layer one) and stabilisers ε
+    /// absorb relevance — LRP-0/ε/γ, z⁺, αβ, z^B and the composites built from them. For a logit near 0 the relative
+    /// error can be large without anything being wrong.
+    /// </summary>
+    Approximately,
+
+    /// <summary>Not conservative by construction (gradients, the published root-inference code): the sum is not compared.</summary>
+    NotExpected,
+}
+
+/// <summary>What RootDtd knows about a method: its <see cref="MethodFamily"/> and <see cref="ConservationExpectation"/>.</summary>
+/// <param name="Family">The family.</param>
+/// <param name="Conservation">Whether Σ input relevance should equal the explained logit.</param>
+public sealed record MethodTraits(MethodFamily Family, ConservationExpectation Conservation)
+{
+    /// <summary>
+    /// Relative conservation error |Σ R_input − start| / |start| above which a method has "lost" conservation and a
+    /// warning is due: 0.5 for <see cref="ConservationExpectation.Conserves"/> (its errors are normally 1e-6 … 1e-2);
+    /// 1000 for <see cref="ConservationExpectation.Approximately"/> (absorbed bias relevance over a logit near 0 gives
+    /// errors of 10 or more; a thousand times the logit means relevance exploded); <see cref="double.PositiveInfinity"/>
+    /// when conservation is not expected.
+    /// </summary>
+    public double WarningThreshold => Conservation switch
+    {
+        ConservationExpectation.Conserves => 0.5,
+        ConservationExpectation.Approximately => 1000,
+        _ => double.PositiveInfinity,
+    };
+
+    /// <summary>True when a relative conservation error of <paramref name="relativeError"/> deserves a warning (also for NaN/∞).</summary>
+    /// <param name="relativeError">|Σ R_input − start| / |start|.</param>
+    public bool LostConservation(double relativeError) =>
+        Conservation != ConservationExpectation.NotExpected && !(relativeError <= WarningThreshold);
+
+    /// <summary>One phrase for reports: "conserves relevance", "conserves relevance approximately (biases and ε absorb some)", "not conservative by construction".</summary>
+    public string ConservationText => Conservation switch
+    {
+        ConservationExpectation.Conserves => "conserves relevance",
+        ConservationExpectation.Approximately => "conserves relevance approximately (biases and ε absorb some)",
+        _ => Family == MethodFamily.Gradient ? "not conservative (a gradient method)" : "not conservative by construction",
+    };
+
+    private static readonly HashSet<string> Conservative = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "wsquare", "flat",
+    };
+
+    private static readonly HashSet<string> Approximate = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "lrp0", "epsilon", "gamma", "zplus", "alpha-beta", "zbox", "epsilon-gamma-box", "epsilon-plus-flat", "epsilon-alpha2-beta1", "combination",
+    };
+
+    /// <summary>
+    /// The traits of a method or composite name (a catalog name such as <c>epsilon-plus-flat</c>, or a composite name;
+    /// a <c>name:key=value</c> spec is read up to the colon). Unknown names are <see cref="MethodFamily.Other"/> with
+    /// <see cref="ConservationExpectation.NotExpected"/> (no warning is made up for them).
+    /// </summary>
+    /// <param name="name">Method or composite name.</param>
+    public static MethodTraits Of(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var colon = name.IndexOf(':', StringComparison.Ordinal);
+        var bare = (colon < 0 ? name : name[..colon]).Trim();
+        if (string.Equals(bare, "root-published", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.PublishedRootInference, ConservationExpectation.NotExpected);
+        if (bare.StartsWith("root", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.RootInference, ConservationExpectation.Conserves);
+        if (bare.StartsWith("gradient", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.Gradient, ConservationExpectation.NotExpected);
+        if (Conservative.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Conserves);
+        if (Approximate.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Approximately);
+        return new(MethodFamily.Other, ConservationExpectation.NotExpected);
+    }
+
+    /// <summary>
+    /// The traits of a composite: by its name (<see cref="Of(string)"/>); a composite that starts from 1 at the target
+    /// (<see cref="StartRelevance.OneHot"/>) is a <see cref="MethodFamily.Gradient"/> method whatever its name.
+    /// </summary>
+    /// <param name="composite">The composite.</param>
+    public static MethodTraits Of(Composite composite)
+    {
+        ArgumentNullException.ThrowIfNull(composite);
+        if (composite.StartRelevance == StartRelevance.OneHot) return new(MethodFamily.Gradient, ConservationExpectation.NotExpected);
+        return Of(composite.Name);
+    }
+}

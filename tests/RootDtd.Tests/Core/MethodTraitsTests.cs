@@ -10,7 +10,8 @@ public sealed class MethodTraitsTests
     [Fact]
     public void Every_catalog_method_says_whether_it_conserves()
     {
-        foreach (var method in MethodCatalog.All)
+        // methods that other tests register at run time ("test-…") are applications' methods: Other is right for them
+        foreach (var method in MethodCatalog.All.Where(m => !m.Name.StartsWith("test-", StringComparison.Ordinal)))
             MethodTraits.Of(method.Name).Family.Should().NotBe(MethodFamily.Other,
                 $"'{method.Name}' needs a family and a conservation expectation in MethodTraits.Of (src/RootDtd/Composites/MethodFamily.cs)");
     }

@@ -9,7 +9,9 @@ namespace RootDtd.Cli.Commands;
 /// <summary>
 /// <c>rootdtd evaluate --model synthetic-resnet|synthetic-vgg [--weights FILE --arch resnet|vgg] --methods … --protocols …
 /// --samples N --out DIR</c>: runs the benchmark on a freshly generated synthetic test split and writes the Markdown report,
-/// the perturbation plot, the heatmap gallery and a JSON file.
+/// the perturbation plot, the heatmap gallery and a JSON file. With <c>--data FOLDER</c> it runs on any image folder
+/// (class subfolders) and any model (<c>--arch NAME [--weights FILE]</c>), with masks from <c>--masks FOLDER</c>
+/// for the localisation protocol.
 /// </summary>
 public sealed class EvaluateCommand : ICliCommand
 {
@@ -29,12 +31,50 @@ public sealed class EvaluateCommand : ICliCommand
         var output = new Option<string>("--out", "-o") { Description = "Output folder.", Required = true, HelpName = "dir" };
         var modelsDir = new Option<string?>("--models-dir") { Description = "The models/ folder (default: searched upwards from the current folder).", HelpName = "dir" };
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
-        var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
+        var data = new Option<string?>("--data") { Description = "Evaluate on an image folder (one subfolder per class) instead of the synthetic data; the model is --arch (+ --weights).", HelpName = "dir" };
+        var masks = new Option<string?>("--masks") { Description = "With --data: one mask PNG per image (MASKS/<class>/<stem>.png, MASKS/<stem>.png or VOC's SegmentationClass/<stem>.png); needed for localisation.", HelpName = "dir" };
+        var arch = new Option<string?>("--arch", "-a") { Description = "With --data: a zoo architecture (see 'rootdtd models'), e.g. resnet18-imagenet-cntk.", HelpName = "name" };
+        var labelsFile = new Option<string?>("--labels") { Description = "With --data: the model's class names, one per line; class folders are matched to them by name.", HelpName = "file" };
+        var classes = new Option<int?>("--classes") { Description = "With --data: outputs of the model (default: lines of --labels, else the number of class folders).", HelpName = "N" };
+        var size = new Option<int>("--size") { Description = "With --data: side of the square centre crop (resize of the shorter side to size × 256/224 first).", DefaultValueFactory = _ => 224, HelpName = "pixels" };
+        var normalization = new Option<string>("--normalization") { Description = "With --data: imagenet, half or identity (resnet18-imagenet-cntk always uses its mean image).", DefaultValueFactory = _ => "imagenet", HelpName = "name" };
+        var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
         {
             model, weights, methods, protocols, samples, seed, batch, pgdSamples, ablations, gallery, output, modelsDir, threads,
+            data, masks, arch, labelsFile, classes, size, normalization,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
+            if (parse.GetValue(data) is { } dataDir)
+            {
+                BenchmarkProtocols folderProtocols;
+                IReadOnlyList<BenchmarkMethod> folderMethods;
+                try
+                {
+                    folderProtocols = SyntheticBenchmark.ParseProtocols(parse.GetValue(protocols)!);
+                    folderMethods = BenchmarkMethods.ParseList(parse.GetValue(methods)!);
+                }
+                catch (ArgumentException e)
+                {
+                    throw new UsageException(e.Message);
+                }
+                if (parse.GetValue(threads) is > 0 and var t) torch.set_num_threads(t);
+                var options = new BenchmarkOptions
+                {
+                    Methods = folderMethods,
+                    Ablations = parse.GetValue(ablations) ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
+                    Protocols = folderProtocols,
+                    BatchSize = parse.GetValue(batch),
+                    PgdSamples = parse.GetValue(pgdSamples),
+                    GallerySamples = parse.GetValue(gallery),
+                };
+                return FolderEvaluation.Run(environment, new FolderEvaluationSettings(
+                    dataDir, parse.GetValue(masks), parse.GetValue(arch) ?? (parse.GetResult(model) is { Implicit: false } ? parse.GetValue(model) : null), parse.GetValue(weights),
+                    parse.GetValue(labelsFile), parse.GetValue(classes), parse.GetValue(size), parse.GetValue(normalization)!,
+                    parse.GetResult(samples) is { Implicit: false } ? parse.GetValue(samples) : null, parse.GetValue(output)!, options, string.Equals(parse.GetValue(protocols)?.Trim(), "all", StringComparison.OrdinalIgnoreCase)));
+            }
+            if (parse.GetValue(masks) is not null || parse.GetValue(arch) is not null || parse.GetValue(labelsFile) is not null)
+                throw new UsageException("--masks, --arch and --labels need --data FOLDER.");
             SyntheticArchitecture architecture;
             BenchmarkProtocols protocolSet;
             IReadOnlyList<BenchmarkMethod> methodList;

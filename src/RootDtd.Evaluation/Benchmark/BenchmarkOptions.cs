@@ -65,6 +65,9 @@ public sealed record BenchmarkOptions
     /// <summary>Description of the data for the report (e.g. generator seed and size).</summary>
     public string DataDescription { get; init; } = "";
 
+    /// <summary>What the data loading skipped or noticed (images without masks, one-image classes, …), one line each in the report.</summary>
+    public IReadOnlyList<string> DataNotes { get; init; } = Array.Empty<string>();
+
     /// <summary>Seed of the random reference maps. Default 0.</summary>
     public int RandomSeed { get; init; }
 

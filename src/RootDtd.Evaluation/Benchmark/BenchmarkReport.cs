@@ -185,9 +185,11 @@ public static class BenchmarkReport
         sb.Append("# Benchmark: ").Append(o.ModelName).Append("\n\n");
         sb.Append(string.Create(inv, $"- samples: {result.Samples} ({result.Width}×{result.Height}); clean top-1 accuracy {result.CleanAccuracy:P1}\n"));
         if (o.DataDescription.Length > 0) sb.Append("- data: ").Append(o.DataDescription).Append('\n');
-        sb.Append("- normalisation: mean ").Append(string.Join("/", o.Normalization.Mean.Select(v => v.ToString("g3", inv))))
-          .Append(", std ").Append(string.Join("/", o.Normalization.Std.Select(v => v.ToString("g3", inv))))
-          .Append("; explained class: the true label; perturbation baseline: ").Append(o.Perturbation.Baseline).Append('\n');
+        foreach (var note in o.DataNotes) sb.Append("- data note: ").Append(note).Append('\n');
+        if (o.Normalization.HasMeanImage) sb.Append("- normalisation: ").Append(o.Normalization.ToString());
+        else sb.Append("- normalisation: mean ").Append(string.Join("/", o.Normalization.Mean.Select(v => v.ToString("g3", inv))))
+          .Append(", std ").Append(string.Join("/", o.Normalization.Std.Select(v => v.ToString("g3", inv))));
+        sb.Append("; explained class: the true label; perturbation baseline: ").Append(o.Perturbation.Baseline).Append('\n');
         sb.Append("- protocols: ").Append(o.Protocols).Append(string.Create(inv, $"; batch {o.BatchSize}; run time {result.Seconds:F0} s\n"));
         sb.Append("- every metric is computed the same way for every method by RootDtd.Evaluation; reference rows: a seeded uniform-noise map (`random`) and an all-zero map (`empty`; ties broken by pixel index)\n");
         if (result.Skipped.Count > 0)

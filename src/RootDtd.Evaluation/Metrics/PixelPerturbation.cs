@@ -281,6 +281,13 @@ public sealed class PixelPerturbationAccumulator : IDisposable
 
     private Tensor Baseline(long channels, ScalarType dtype, Device device)
     {
+        // With a per-pixel mean image (Caffe/CNTK preprocessing) a black pixel has a different value at every position.
+        if (_options.Baseline == PerturbationBaseline.Black && _options.Normalization.HasMeanImage)
+        {
+            using var lower = _options.Normalization.LowerBound();
+            return lower.to(dtype, device);
+        }
+
         double[] values = _options.Baseline switch
         {
             PerturbationBaseline.Black => _options.Normalization.Mean.Select((m, c) => -(double)m / _options.Normalization.Std[c]).ToArray(),

@@ -43,7 +43,10 @@ foreach (var modelName in options.Models)
         using var model = CreateModel(modelName);
         model.eval();
         torch.manual_seed(1);
-        using var x = torch.randn(batch, 3, options.Size, options.Size);
+        // The ImageNet ResNet18 of the NuGet package reads 0-255 pixels minus its mean image: inputs and bounds on that scale.
+        var isCntk = modelName.Equals(RootDtd.Models.CntkResNet18.ModelName, StringComparison.OrdinalIgnoreCase);
+        using var meanImage = isCntk ? RootDtd.Models.CntkResNet18.MeanImage().unsqueeze(0) : null;
+        using var x = isCntk ? torch.rand(batch, 3, options.Size, options.Size).mul(255).sub(meanImage!) : torch.randn(batch, 3, options.Size, options.Size);
         var rows = new List<(string Name, double Ms, string Note)>();
         var uncheckedMs = new Dictionary<string, double>();
         var label = $"{modelName} b={batch}";
@@ -68,8 +71,8 @@ foreach (var modelName in options.Models)
         var breakdowns = new List<(string Method, List<(string Unit, double Ms)> Units)>();
         foreach (var method in methods)
         {
-            var low = torch.full(new long[] { 1, 3, 1, 1 }, -3f);
-            var high = torch.full(new long[] { 1, 3, 1, 1 }, 3f);
+            var low = isCntk ? meanImage!.neg() : torch.full(new long[] { 1, 3, 1, 1 }, -3f);
+            var high = isCntk ? meanImage!.neg().add(255) : torch.full(new long[] { 1, 3, 1, 1 }, 3f);
             var explainerOptions = new ExplainerOptions { InputLow = low, InputHigh = high };
             double ms;
             string note = "";
@@ -218,7 +221,8 @@ static nn.Module<Tensor, Tensor> CreateModel(string name)
         "vgg11" => RootDtd.Models.Vgg.Vgg11(),
         "vgg16" => RootDtd.Models.Vgg.Vgg16(),
         "vgg19" => RootDtd.Models.Vgg.Vgg19(),
-        _ => throw new ArgumentException($"Unknown model '{name}' (resnet18, resnet34, resnet50, vgg11, vgg16, vgg19)."),
+        RootDtd.Models.CntkResNet18.ModelName => RootDtd.Models.CntkResNet18.Create(1000),
+        _ => throw new ArgumentException($"Unknown model '{name}' (resnet18, resnet34, resnet50, vgg11, vgg16, vgg19, {RootDtd.Models.CntkResNet18.ModelName})."),
     };
 }
 

@@ -37,11 +37,12 @@ public sealed class EvaluateCommand : ICliCommand
         var labelsFile = new Option<string?>("--labels") { Description = "With --data: the model's class names, one per line; class folders are matched to them by name.", HelpName = "file" };
         var classes = new Option<int?>("--classes") { Description = "With --data: outputs of the model (default: lines of --labels, else the number of class folders).", HelpName = "N" };
         var size = new Option<int>("--size") { Description = "With --data: side of the square centre crop (resize of the shorter side to size × 256/224 first).", DefaultValueFactory = _ => 224, HelpName = "pixels" };
+        var ablationSamples = new Option<int?>("--ablation-samples") { Description = "With --data: run the root ablations on the first N samples only (default: all).", HelpName = "N" };
         var normalization = new Option<string>("--normalization") { Description = "With --data: imagenet, half or identity (resnet18-imagenet-cntk always uses its mean image).", DefaultValueFactory = _ => "imagenet", HelpName = "name" };
         var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
         {
             model, weights, methods, protocols, samples, seed, batch, pgdSamples, ablations, gallery, output, modelsDir, threads,
-            data, masks, arch, labelsFile, classes, size, normalization,
+            data, masks, arch, labelsFile, classes, size, normalization, ablationSamples,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -66,6 +67,7 @@ public sealed class EvaluateCommand : ICliCommand
                     Protocols = folderProtocols,
                     BatchSize = parse.GetValue(batch),
                     PgdSamples = parse.GetValue(pgdSamples),
+                    AblationSamples = parse.GetValue(ablationSamples),
                     GallerySamples = parse.GetValue(gallery),
                 };
                 return FolderEvaluation.Run(environment, new FolderEvaluationSettings(

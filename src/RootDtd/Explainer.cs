@@ -25,6 +25,7 @@ public sealed class Explainer : IDisposable
     private readonly ExplainerOptions _options;
     private RelevanceGraph _graph;
     private Rule?[] _rules;
+    private FanOutRule?[] _fanOut = Array.Empty<FanOutRule?>();
     private (DeviceType Type, int Index, ScalarType DType)? _snapshot;
 
     /// <summary>Creates an explainer for <paramref name="model"/> (which must map [B,C,H,W] or [B,F] inputs to [B,K] logits).</summary>
@@ -56,7 +57,10 @@ public sealed class Explainer : IDisposable
         try
         {
             foreach (var c in _options.Canonizers ?? Composite.Canonizers) c.Apply(graph);
+            if (Composite.TokenMap is not null && (graph.TokenLayout is null || graph.SoftmaxNodes.Count == 0))
+                throw new ExplanationException($"Method '{Composite.Name}' computes a token map from attention, but the model's graph has no token layout and attention (only transformer adapters such as VisionTransformer's provide them); use a pixel-relevance method.");
             var rules = Composite.Resolve(graph);
+            _fanOut = Composite.ResolveFanOut(graph);
             _snapshot = ModelDevice();
             return (graph, rules);
         }
@@ -120,11 +124,12 @@ public sealed class Explainer : IDisposable
         if (first is not null && _graph.PathFromInput(first) is { } path && path.Count == 0)
         {
             var unit = first.Unit;
-            if (unit.Kind == LinearUnitKind.Convolution2d && (input.dim() != 4 || input.shape[1] != unit.InputFeatures))
-                throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}, H, W]; got [{string.Join(", ", input.shape)}].", nameof(input));
+            if (unit.IsConvolution && (input.dim() != unit.SpatialAxes + 2 || input.shape[1] != unit.InputFeatures))
+                throw new ArgumentException($"'{first.Name}' expects input {unit.ExpectedInputShape}; got [{string.Join(", ", input.shape)}].", nameof(input));
             if (unit.Kind == LinearUnitKind.Dense && (input.dim() != 2 || input.shape[1] != unit.InputFeatures))
                 throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}]; got [{string.Join(", ", input.shape)}].", nameof(input));
         }
+        _graph.InputValidator?.Invoke(input.shape);
         // a scope of its own: ValidateInput runs before ExplainCore's scope, and the caller may have none
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
@@ -161,25 +166,106 @@ public sealed class Explainer : IDisposable
             throw new ArgumentException("ExplainerOptions.InputLow must be ≤ InputHigh everywhere.");
 
         var recorder = new ExplanationRecorder(_options.CollectDiagnostics, _options.RecordRoots);
-        var relevance = new Tensor?[_graph.Nodes.Count];
-        relevance[_graph.OutputIndex] = start;
-        var sums = new Tensor[_graph.Nodes.Count];
+        var tokenMap = Composite.TokenMap;
         var wantedLayers = WantedLayers();
         var layers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var attentionNodes = tokenMap is null ? Array.Empty<int>() : _graph.SoftmaxNodes.ToArray();
+        Tensor inputRelevance;
+        Tensor[] sums;
+        Tensor[] absorbed;
+        Dictionary<int, Tensor> attentionRelevance;
+        if (tokenMap is null || tokenMap.NeedsBackwardWalk)
+        {
+            (inputRelevance, sums, absorbed, attentionRelevance) = Walk(_rules, _fanOut, outputs, start, batch, low, high, recorder, wantedLayers, layers, attentionNodes, _options.Progress);
+        }
+        else
+        {
+            inputRelevance = torch.zeros_like(x);
+            sums = _graph.Nodes.Select(_ => torch.zeros(batch, dtype: logits.dtype, device: x.device)).ToArray();
+            absorbed = sums;
+            attentionRelevance = new Dictionary<int, Tensor>();
+        }
+        Tensor? map = null;
+        if (tokenMap is not null)
+        {
+            var layout = _graph.TokenLayout!;
+            var context = new TokenMapContext(_graph, layout, outputs, attentionRelevance, () => AttentionGradient(x, onehot, attentionNodes), recorder);
+            map = tokenMap.Compute(context);
+            if (map.dim() != 2 || map.shape[0] != batch || map.shape[1] != (long)layout.GridHeight * layout.GridWidth)
+                throw new ExplanationException($"{tokenMap} returned a map of shape [{string.Join(", ", map.shape)}]; expected [{batch}, {layout.GridHeight * layout.GridWidth}].");
+            // shown on the image by bilinear upsampling; spread evenly over the channels so that Σ_c = the heatmap
+            var grid = map.reshape(batch, 1, layout.GridHeight, layout.GridWidth);
+            var heat = x.dim() == 4
+                ? torch.nn.functional.interpolate(grid, new[] { x.shape[2], x.shape[3] }, mode: InterpolationMode.Bilinear, align_corners: false)
+                : grid.reshape(batch, 1, -1);
+            inputRelevance = x.dim() == 4 ? (heat / x.shape[1]).expand(x.shape).contiguous() : heat.reshape(x.shape);
+        }
+        else if (Composite.MultiplyByInput) inputRelevance = inputRelevance * x;
+
+        // one transfer for the whole report
+        var n = _graph.Nodes.Count - 1;
+        var table = torch.stack(sums.Skip(1).Concat(absorbed.Skip(1)).Append(start.sum(1)).Append(inputRelevance.reshape(batch, -1).sum(1)).ToArray()).to(float64).cpu();
+        var values = table.data<double>().ToArray();
+        double[] Row(int row) => values.Skip(row * batch).Take(batch).ToArray();
+        var nodeRows = _graph.Nodes.Skip(1).Select((node, k) => (node.Name, Row(k))).ToList();
+        var absorbedRows = _graph.Nodes.Skip(1).Select((node, k) => (node.Name, Row(n + k))).ToList();
+        var report = new ConservationReport(nodeRows, Row(2 * n), Row(2 * n + 1), absorbedRows);
+
+        foreach (var l in layers.Values) l.MoveToOuterDisposeScope();
+        var roots = recorder.Tensors;
+        foreach (var v in roots.Values) v.MoveToOuterDisposeScope();
+        return new Explanation(Composite.Name, x.clone().MoveToOuterDisposeScope(), inputRelevance.detach().MoveToOuterDisposeScope(),
+            logits.detach().clone().MoveToOuterDisposeScope(), t, layers, report, recorder.Diagnostics, roots, map?.detach().MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The backward walk: from <paramref name="start"/> at the output, nodes in reverse order, each node's rule turning
+    /// the relevance of its output into relevance of its inputs. Branches arriving at one node are summed (or combined
+    /// by the composite's fan-out rule). Returns the input relevance, Σ relevance per node and sample, the part each
+    /// node absorbed (Σ of its output relevance minus what it sent on), and the relevance at <paramref name="capture"/>.
+    /// </summary>
+    private (Tensor Input, Tensor[] Sums, Tensor[] Absorbed, Dictionary<int, Tensor> Captured) Walk(Rule?[] rules, FanOutRule?[]? fanOut, Tensor[] outputs,
+        Tensor start, int batch, Tensor? low, Tensor? high, ExplanationRecorder recorder, Dictionary<int, List<string>> wantedLayers,
+        Dictionary<string, Tensor> layers, IReadOnlyCollection<int> capture, IProgress<ExplanationProgress>? progress)
+    {
+        var count = _graph.Nodes.Count;
+        var branches = new List<Tensor>?[count];
+        branches[_graph.OutputIndex] = new List<Tensor> { start };
+        var sums = new Tensor[count];
+        var absorbed = new Tensor[count];
+        var captured = new Dictionary<int, Tensor>();
         var args = new List<Tensor>(4);
+        var kinds = new List<NodeKind>(4);
         var unitsDone = 0;
-        for (var i = _graph.Nodes.Count - 1; i >= 1; i--)
+        Tensor Gather(int i)
+        {
+            var list = branches[i];
+            if (list is null || list.Count == 0) return torch.zeros_like(outputs[i]);
+            if (list.Count == 1) return list[0];
+            if (fanOut?[i] is { } combine) return combine.Combine(_graph.Nodes[i], outputs[i], list);
+            var total = list[0];
+            for (var k = 1; k < list.Count; k++) total = total + list[k];
+            return total;
+        }
+        for (var i = count - 1; i >= 1; i--)
         {
             var node = _graph.Nodes[i];
-            var r = relevance[i] ?? torch.zeros_like(outputs[i]);
+            var r = Gather(i);
+            branches[i] = null;
             sums[i] = r.reshape(batch, -1).sum(1);
+            if (capture.Contains(i)) captured[i] = r;
             if (wantedLayers.TryGetValue(i, out var names))
                 foreach (var name in names) layers[name] = r.detach().clone();
             args.Clear();
-            foreach (var j in node.Inputs) args.Add(outputs[j]);
+            kinds.Clear();
+            foreach (var j in node.Inputs)
+            {
+                args.Add(outputs[j]);
+                kinds.Add(_graph.Nodes[j].Kind);
+            }
             var (domain, nodeLow, nodeHigh) = DomainOf(node, low, high);
-            var rule = _rules[i]!;
-            var context = new RuleContext(node, args, outputs[i], r, domain, nodeLow, nodeHigh, recorder);
+            var rule = rules[i]!;
+            var context = new RuleContext(node, args, outputs[i], r, domain, nodeLow, nodeHigh, recorder, kinds.ToArray());
             Tensor[] result;
             try
             {
@@ -191,32 +277,47 @@ public sealed class Explainer : IDisposable
             }
             if (result.Length != node.Inputs.Count)
                 throw new ExplanationException($"Rule {rule} returned {result.Length} relevance tensors for '{node.Name}', which has {node.Inputs.Count} inputs.");
+            var sent = torch.zeros_like(sums[i]);
             for (var k = 0; k < result.Length; k++)
             {
                 var j = node.Inputs[k];
                 if (!result[k].shape.SequenceEqual(outputs[j].shape))
                     throw new ExplanationException($"Rule {rule} at '{node.Name}' returned relevance [{string.Join(", ", result[k].shape)}] for an input of shape [{string.Join(", ", outputs[j].shape)}].");
-                relevance[j] = relevance[j] is null ? result[k] : relevance[j]! + result[k];
+                (branches[j] ??= new List<Tensor>()).Add(result[k]);
+                sent = sent + result[k].reshape(batch, -1).sum(1);
             }
-            if (i != _graph.OutputIndex) relevance[i] = null;
+            absorbed[i] = sums[i] - sent;
             if (node is LinearUnitNode) unitsDone++;
-            _options.Progress?.Report(new ExplanationProgress(_graph.Nodes.Count - i, _graph.Nodes.Count - 1, unitsDone, _graph.Units.Count, node.Name));
+            progress?.Report(new ExplanationProgress(count - i, count - 1, unitsDone, _graph.Units.Count, node.Name));
         }
-        var inputRelevance = relevance[0] ?? torch.zeros_like(x);
-        if (Composite.MultiplyByInput) inputRelevance = inputRelevance * x;
+        var input = Gather(0);
+        return (input, sums, absorbed, captured);
+    }
 
-        // one transfer for the whole report
-        var table = torch.stack(sums.Skip(1).Append(start.sum(1)).Append(inputRelevance.reshape(batch, -1).sum(1)).ToArray()).to(float64).cpu();
-        var values = table.data<double>().ToArray();
-        double[] Row(int row) => values.Skip(row * batch).Take(batch).ToArray();
-        var nodeRows = _graph.Nodes.Skip(1).Select((n, k) => (n.Name, Row(k))).ToList();
-        var report = new ConservationReport(nodeRows, Row(nodeRows.Count), Row(nodeRows.Count + 1));
-
-        foreach (var l in layers.Values) l.MoveToOuterDisposeScope();
-        var roots = recorder.Tensors;
-        foreach (var v in roots.Values) v.MoveToOuterDisposeScope();
-        return new Explanation(Composite.Name, x.clone().MoveToOuterDisposeScope(), inputRelevance.detach().MoveToOuterDisposeScope(),
-            logits.detach().clone().MoveToOuterDisposeScope(), t, layers, report, recorder.Diagnostics, roots);
+    /// <summary>
+    /// ∂ target logit / ∂ output of every node in <paramref name="nodes"/>: one forward of the unmodified graph under
+    /// autograd and one backward (the plain gradient, as a gradient-composite walk would give, at the cost of one
+    /// forward + gradient).
+    /// </summary>
+    private IReadOnlyDictionary<int, Tensor> AttentionGradient(Tensor x, Tensor onehot, IReadOnlyCollection<int> nodes)
+    {
+        var wanted = nodes.ToArray();
+        var result = new Dictionary<int, Tensor>();
+        if (wanted.Length == 0) return result;
+        Tensor[] grads;
+        using (torch.enable_grad())
+        {
+            var xi = x.detach().requires_grad_(true);
+            var outputs = _graph.Forward(xi);
+            var score = (outputs[_graph.OutputIndex] * onehot).sum();
+            // libtorch's autograd.grad terminates the process when a tensor is not part of the graph: check first
+            var missing = wanted.Where(i => !outputs[i].requires_grad).Select(i => _graph.Nodes[i].Name).ToList();
+            if (!score.requires_grad || missing.Count > 0)
+                throw new ExplanationException($"The gradient of the target logit with respect to {string.Join(", ", missing.DefaultIfEmpty("the attention"))} cannot be taken: the graph's forward is not differentiable there.");
+            grads = VectorJacobian.Grad(score, wanted.Select(i => outputs[i]).ToArray(), torch.ones_like(score));
+        }
+        for (var k = 0; k < wanted.Length; k++) result[wanted[k]] = grads[k].detach();
+        return result;
     }
 
     private static long[] ResolveTargets(long[]? targets, Tensor logits, int batch, long classes)

@@ -54,15 +54,24 @@ public sealed class ExplanationRecorder
 /// <summary>Σ relevance of every graph node (per sample) compared with the explained logit.</summary>
 public sealed class ConservationReport
 {
-    internal ConservationReport(IReadOnlyList<(string Layer, double[] Sums)> layers, double[] startRelevance, double[] inputSum)
+    internal ConservationReport(IReadOnlyList<(string Layer, double[] Sums)> layers, double[] startRelevance, double[] inputSum,
+        IReadOnlyList<(string Layer, double[] Sums)>? absorbed = null)
     {
         Layers = layers;
+        Absorbed = absorbed ?? Array.Empty<(string, double[])>();
         StartRelevance = startRelevance;
         InputSum = inputSum;
     }
 
     /// <summary>For each node in forward order: its name and Σ of its output relevance per sample.</summary>
     public IReadOnlyList<(string Layer, double[] Sums)> Layers { get; }
+
+    /// <summary>
+    /// For each node in forward order: the relevance it absorbed per sample (Σ of its output relevance minus Σ of what
+    /// its rule sent to its inputs): biases and stabilisers of the ε-rules, parameters such as the class token and the
+    /// position embedding (everything that reaches them), the non-conservative softmax rule.
+    /// </summary>
+    public IReadOnlyList<(string Layer, double[] Sums)> Absorbed { get; }
 
     /// <summary>Σ of the start relevance per sample (the explained logit, or 1 for gradients).</summary>
     public double[] StartRelevance { get; }
@@ -90,8 +99,9 @@ public sealed class ConservationReport
 public sealed class Explanation : IDisposable
 {
     internal Explanation(string method, Tensor input, Tensor relevance, Tensor logits, long[] targets, IReadOnlyDictionary<string, Tensor> layers,
-        ConservationReport conservation, IReadOnlyList<UnitDiagnostics> diagnostics, IReadOnlyDictionary<string, Tensor> roots)
+        ConservationReport conservation, IReadOnlyList<UnitDiagnostics> diagnostics, IReadOnlyDictionary<string, Tensor> roots, Tensor? tokenMap = null)
     {
+        TokenMap = tokenMap;
         Method = method;
         Input = input;
         InputRelevance = relevance;
@@ -115,6 +125,13 @@ public sealed class Explanation : IDisposable
 
     /// <summary>Per-pixel heatmap [B,H,W] (channels summed); for [B,F] inputs the relevance itself.</summary>
     public Tensor Heatmap { get; }
+
+    /// <summary>
+    /// For token-map methods (rollout, raw attention, Chefer): the class-token map over the patch tokens [B, N_patches]
+    /// (patch = row·grid + column); <see cref="Heatmap"/> is its bilinear upsampling to the image and
+    /// <see cref="InputRelevance"/> that heatmap spread evenly over the channels. <c>null</c> for other methods.
+    /// </summary>
+    public Tensor? TokenMap { get; }
 
     /// <summary>The model's logits [B,K].</summary>
     public Tensor Logits { get; }
@@ -141,6 +158,7 @@ public sealed class Explanation : IDisposable
         InputRelevance.Dispose();
         Heatmap.Dispose();
         Logits.Dispose();
+        TokenMap?.Dispose();
         foreach (var t in LayerRelevance.Values) t.Dispose();
         foreach (var t in Tensors.Values) t.Dispose();
     }

@@ -79,6 +79,27 @@ public sealed class CliFixture : IDisposable
         return model;
     }
 
+    /// <summary>A saved random <c>vit-test-patch4-16</c> (5 classes, 16 px), created on first use.</summary>
+    public string VitWeights
+    {
+        get
+        {
+            var path = Path.Combine(Root, "vit-test.safetensors");
+            lock (Gate)
+            {
+                if (File.Exists(path)) return path;
+                torch.manual_seed(8);
+                using var vit = ModelZoo.Create("vit-test-patch4-16", Classes);
+                ModelWeights.Save(vit, path);
+            }
+            return path;
+        }
+    }
+
+    /// <summary>explain with the small ViT (16 px); extra arguments appended.</summary>
+    public CliResult ExplainVit(string outDir, params string[] extra) =>
+        Run(new[] { "explain", "--arch", "vit-test-patch4-16", "--weights", VitWeights, "--classes", "5", "--size", "16", "--out", outDir }.Concat(extra).ToArray());
+
     public string NewOutputDir() => Path.Combine(Root, "out-" + Guid.NewGuid().ToString("N")[..8]);
 
     public static void WriteImage(string path, int width, int height, Func<int, int, Rgb24> pixel, bool jpeg)

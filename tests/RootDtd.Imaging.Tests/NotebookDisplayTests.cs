@@ -98,6 +98,31 @@ public sealed class NotebookDisplayTests
         text.Should().Contain("epsilon-plus-flat").And.Contain($"class {explanation.Targets[0]}").And.NotContain("\n");
     }
 
+    [Theory]
+    [InlineData("chefer")]
+    [InlineData("attn-lrp")]
+    public void VitTokenMapsDisplayUpsampledToTheImage(string method)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var image = LoadImage(40, 30, 16);
+        torch.manual_seed(9);
+        using var vit = RootDtd.Models.ModelZoo.Create("vit-test-patch4-16", 5);
+        vit.eval();
+        using var explainer = new Explainer(vit, MethodCatalog.Parse(method));
+        using var explanation = explainer.Explain(image.ToBatch());
+        (explanation.TokenMap is not null).Should().Be(method == "chefer");
+        var images = DecodeDataUris(ExplanationDisplay.ToHtml(explanation), out var alts);
+        try
+        {
+            alts.Should().Equal("input", "overlay", "heatmap");
+            images.Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((16, 16)));
+        }
+        finally
+        {
+            images.ForEach(i => i.Dispose());
+        }
+    }
+
     [Fact]
     public void ExplanationWithoutDisplayImageShowsTheDenormalisedInput()
     {

@@ -222,7 +222,8 @@ static nn.Module<Tensor, Tensor> CreateModel(string name)
         "vgg16" => RootDtd.Models.Vgg.Vgg16(),
         "vgg19" => RootDtd.Models.Vgg.Vgg19(),
         RootDtd.Models.CntkResNet18.ModelName => RootDtd.Models.CntkResNet18.Create(1000),
-        _ => throw new ArgumentException($"Unknown model '{name}' (resnet18, resnet34, resnet50, vgg11, vgg16, vgg19, {RootDtd.Models.CntkResNet18.ModelName})."),
+        _ when RootDtd.Models.ModelZoo.Contains(name) => RootDtd.Models.ModelZoo.Create(name),
+        _ => throw new ArgumentException($"Unknown model '{name}' (resnet18, resnet34, resnet50, vgg11, vgg16, vgg19, {RootDtd.Models.CntkResNet18.ModelName}, or a ModelZoo name such as vit-small-patch16-224)."),
     };
 }
 

@@ -49,6 +49,7 @@ public sealed class Composite
     private readonly Dictionary<NodeKind, Rule> _byKind = new();
     private readonly Dictionary<NodeKind, Rule?> _fromBundles = new();
     private IReadOnlyList<ICanonizer>? _canonizers;
+    private readonly List<(Func<GraphNode, RelevanceGraph, bool> Match, FanOutRule Rule)> _fanOut = new();
     private Rule? _first;
     private bool _firstConvolutionOnly;
     private Rule? _all;
@@ -94,6 +95,29 @@ public sealed class Composite
         if (_byKind.TryGetValue(kind, out var rule)) return rule;
         if (!_fromBundles.TryGetValue(kind, out var fromBundle)) _fromBundles[kind] = fromBundle = ModelBundles.KindRule(Variant, kind);
         return fromBundle;
+    }
+
+    /// <summary>
+    /// A method whose result is a token map (rollout, raw attention, Chefer's transformer attribution), or <c>null</c>
+    /// for pixel-relevance methods. The explainer upsamples the map bilinearly onto the image.
+    /// </summary>
+    public TokenMapMethod? TokenMap { get; init; }
+
+    /// <summary>
+    /// Combines the relevances that several consumers send to a node for which <paramref name="match"/> holds
+    /// (default everywhere: their sum).
+    /// </summary>
+    public Composite ForFanOut(Func<GraphNode, RelevanceGraph, bool> match, FanOutRule rule)
+    {
+        _fanOut.Add((match ?? throw new ArgumentNullException(nameof(match)), rule ?? throw new ArgumentNullException(nameof(rule))));
+        return this;
+    }
+
+    /// <summary>The fan-out rule of every node (index = node index; <c>null</c> = sum the branches).</summary>
+    public FanOutRule?[] ResolveFanOut(RelevanceGraph graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        return graph.Nodes.Select(n => _fanOut.FirstOrDefault(f => f.Match(n, graph)).Rule).ToArray();
     }
 
     /// <summary>Assigns <paramref name="rule"/> to the module at <paramref name="path"/> (highest precedence).</summary>
@@ -162,7 +186,7 @@ public sealed class Composite
         ArgumentNullException.ThrowIfNull(graph);
         var rules = new Rule?[graph.Nodes.Count];
         var count = graph.Units.Count;
-        var convolutions = graph.Units.Where(u => u.Unit.Kind == LinearUnitKind.Convolution2d).ToList();
+        var convolutions = graph.Units.Where(u => u.Unit.IsConvolution).ToList();
         var firstConv = convolutions.FirstOrDefault();
         foreach (var node in graph.Nodes)
         {

@@ -194,6 +194,13 @@ public static class MethodCatalog
             o => RootComposites.RootFlatInput(o), RootComposites.Parameters.ToArray());
         Add<NoOptions>(PublishedRootPreset.Name, "the published root-inference code (XAI-RootInference DTDOpt): SSIM/hinge solvers, R-seeded convs, |logit| start, BatchNorm not merged",
             _ => PublishedRootPreset.Composite());
+        Add("cp-lrp", "ViT: conservative propagation (Ali et al. 2022): softmax and LayerNorm σ held, ε on Linear/conv", TransformerComposites.ConservativePropagation,
+            MethodParameter<TransformerLrpOptions>.Number("epsilon", "the stabiliser ε ≥ 0 of every rule (0: LXT's efficient mode)", o => o.Epsilon, (o, v) => o with { Epsilon = v }));
+        Add("attn-lrp", "ViT: AttnLRP (Achtibat et al. 2024): cp-lrp plus the softmax rule and the uniform rule on both matmuls", TransformerComposites.AttnLrp,
+            MethodParameter<TransformerLrpOptions>.Number("epsilon", "the stabiliser ε ≥ 0 of every rule (0: LXT's efficient mode)", o => o.Epsilon, (o, v) => o with { Epsilon = v }));
+        Add<NoOptions>("chefer", "ViT: Chefer et al. 2021 transformer attribution (LRP α1β0 × attention gradient, rolled out); token map", _ => TransformerComposites.Chefer());
+        Add<NoOptions>("rollout", "ViT: attention rollout (Abnar & Zuidema 2020); token map", _ => TransformerComposites.Rollout());
+        Add<NoOptions>("raw-attention", "ViT: last block's class-token attention, head mean; token map", _ => TransformerComposites.RawAttention());
     }
 
     /// <summary>All methods in registration order.</summary>

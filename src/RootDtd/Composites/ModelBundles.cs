@@ -97,10 +97,13 @@ public sealed class ModelBundle
 /// </summary>
 public static class ModelBundles
 {
-    private static readonly List<ModelBundle> _bundles = new() { CreateCnn() };
+    private static readonly List<ModelBundle> _bundles = new() { CreateCnn(), TransformerComposites.CreateBundle() };
 
     /// <summary>Sequential CNNs, ResNet and VGG: conv/linear units, activations, max/average pooling, flatten/dropout/identity, residual sums, BatchNorm.</summary>
     public static ModelBundle Cnn => All[0];
+
+    /// <summary>Vision Transformers: parameters, concatenation, rearranges and selections, scaling, softmax, LayerNorm, products (activations and sums as the CNN bundle).</summary>
+    public static ModelBundle VisionTransformer => All[1];
 
     /// <summary>Every registered bundle, in registration order.</summary>
     public static IReadOnlyList<ModelBundle> All

@@ -33,8 +33,29 @@ public sealed class GraphBuilder
         ArgumentNullException.ThrowIfNull(model);
         var builder = new GraphBuilder(adapters ?? ModuleAdapters.Default);
         var output = builder.AddModule("", model, 0);
-        return new RelevanceGraph(builder._nodes, builder._moduleOutputs, output);
+        return new RelevanceGraph(builder._nodes, builder._moduleOutputs, output)
+        {
+            TokenLayout = builder.TokenLayout,
+            InputValidator = builder.InputValidator,
+        };
     }
+
+    /// <summary>Token layout of a transformer (set by its adapter; drives token maps).</summary>
+    public TokenLayout? TokenLayout { get; set; }
+
+    /// <summary>An input-shape check run by the explainer before anything else (throws <see cref="ArgumentException"/>).</summary>
+    public Action<long[]>? InputValidator { get; set; }
+
+    /// <summary>Records node <paramref name="node"/> as the output of <paramref name="path"/> (for functional operations that should be addressable like modules, e.g. <c>blocks.0.attn.softmax</c>).</summary>
+    public int NameOutput(string path, int node)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        _moduleOutputs[path] = node;
+        return node;
+    }
+
+    /// <summary>Appends a node, records it under its name (see <see cref="NameOutput"/>) and returns its index.</summary>
+    public int AddNamed(GraphNode node) => NameOutput(node.Name, Add(node));
 
     /// <summary>Appends a node and returns its index.</summary>
     public int Add(GraphNode node)

@@ -32,6 +32,30 @@ public enum NodeKind
 
     /// <summary>Any other single-output operation supplied by a custom adapter.</summary>
     Other,
+
+    /// <summary>A learned parameter or constant fed into the graph (class token, position embedding); absorbs relevance.</summary>
+    Parameter,
+
+    /// <summary>Concatenation of several inputs along an axis (e.g. class token and patch tokens).</summary>
+    Concat,
+
+    /// <summary>A reshape/permute that moves elements without changing them: tokens from patches, split and merge of heads.</summary>
+    Rearrange,
+
+    /// <summary>Selection of part of the input (index/select/slice, e.g. the class token before the head).</summary>
+    Select,
+
+    /// <summary>Multiplication by a constant (the score scale d_head^(−1/2)).</summary>
+    Scale,
+
+    /// <summary>A softmax (attention probabilities).</summary>
+    Softmax,
+
+    /// <summary>A LayerNorm over the last axis.</summary>
+    LayerNorm,
+
+    /// <summary>A product of two activations: a matrix product (q·kᵀ, A·v) or an element-wise product.</summary>
+    Product,
 }
 
 /// <summary>
@@ -96,7 +120,7 @@ public sealed class InputNode : GraphNode
 }
 
 /// <summary>A conv/linear layer (with any BatchNorm merged in).</summary>
-public sealed class LinearUnitNode : GraphNode
+public sealed class LinearUnitNode : GraphNode, ILinearizedNode
 {
     /// <summary>Creates a unit node.</summary>
     public LinearUnitNode(string name, LinearUnit unit, int input) : base(name, NodeKind.LinearUnit, new[] { input })
@@ -115,6 +139,12 @@ public sealed class LinearUnitNode : GraphNode
 
     /// <inheritdoc />
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => Unit.Forward(inputs[0]);
+
+    /// <inheritdoc />
+    public ILinearMap OperandMap(int input, IReadOnlyList<Tensor> recorded) => Unit;
+
+    /// <inheritdoc />
+    public int Degree(IReadOnlyList<bool> active) => 1;
 }
 
 /// <summary>A single-input node computed by a delegate (activations, pooling, reshapes, custom operations).</summary>
@@ -133,7 +163,7 @@ public sealed class OperationNode : GraphNode
 }
 
 /// <summary>The element-wise sum of its inputs (a residual connection).</summary>
-public sealed class SumNode : GraphNode
+public sealed class SumNode : GraphNode, ILinearizedNode
 {
     /// <summary>Creates a sum node.</summary>
     public SumNode(string name, IReadOnlyList<int> inputs) : base(name, NodeKind.Sum, inputs)
@@ -148,6 +178,12 @@ public sealed class SumNode : GraphNode
         for (var i = 2; i < inputs.Count; i++) s = s + inputs[i];
         return s;
     }
+
+    /// <inheritdoc />
+    public ILinearMap OperandMap(int input, IReadOnlyList<Tensor> recorded) => DelegateLinearMap.Identity;
+
+    /// <inheritdoc />
+    public int Degree(IReadOnlyList<bool> active) => 1;
 }
 
 /// <summary>A BatchNorm layer in evaluation mode that no canonizer merged (an affine map per channel).</summary>

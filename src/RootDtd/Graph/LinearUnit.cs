@@ -7,11 +7,31 @@ namespace RootDtd.Graph;
 /// <summary>The kind of linear map a <see cref="LinearUnit"/> computes.</summary>
 public enum LinearUnitKind
 {
-    /// <summary>A dense layer: <c>y = x·Wᵀ + b</c> on inputs of shape [B, F].</summary>
+    /// <summary>A dense layer: <c>y = x·Wᵀ + b</c> on the last axis of inputs [B, F] or [B, …, F] (e.g. tokens [B, N, D]).</summary>
     Dense,
 
     /// <summary>A 2-D convolution on inputs of shape [B, C, H, W].</summary>
     Convolution2d,
+
+    /// <summary>A 1-D convolution on inputs of shape [B, C, L].</summary>
+    Convolution1d,
+
+    /// <summary>A 3-D convolution on inputs of shape [B, C, D, H, W].</summary>
+    Convolution3d,
+}
+
+/// <summary>
+/// A linear map of one node input with everything else held at its recorded value: a dense layer on any rank, a
+/// convolution (1-D, 2-D, 3-D), a product of two activations with one operand held constant, a LayerNorm with σ held
+/// constant, a sum. The rule engine needs its transpose (the vector-Jacobian product); root solvers also its forward.
+/// </summary>
+public interface ILinearMap
+{
+    /// <summary>The map without its offset (bias): <c>A·x</c>.</summary>
+    Tensor Apply(Tensor input);
+
+    /// <summary>The transposed map <c>Aᵀ·g</c> for an input of shape <paramref name="inputShape"/>.</summary>
+    Tensor Transpose(Tensor outputGradient, long[] inputShape);
 }
 
 /// <summary>
@@ -19,7 +39,7 @@ public enum LinearUnitKind
 /// merging). Rules evaluate the layer with modified inputs and parameters through <see cref="Forward(Tensor, Tensor, Tensor?)"/>; modified
 /// parameters are cached per unit (<see cref="GetParameter"/>) so that repeated explanations do not recompute them.
 /// </summary>
-public sealed class LinearUnit : IDisposable
+public sealed class LinearUnit : ILinearMap, IDisposable
 {
     private readonly Dictionary<string, Tensor> _cache = new();
     private readonly long[] _stride;
@@ -38,7 +58,7 @@ public sealed class LinearUnit : IDisposable
         _groups = groups;
     }
 
-    /// <summary>Dense or convolution.</summary>
+    /// <summary>Dense or convolution (1-D, 2-D, 3-D).</summary>
     public LinearUnitKind Kind { get; }
 
     /// <summary>The effective weight ([out, in] or [out, in/groups, kh, kw]); detached, owned by the unit.</summary>
@@ -63,12 +83,45 @@ public sealed class LinearUnit : IDisposable
         return new LinearUnit(LinearUnitKind.Dense, Own(weight), bias is null ? null : Own(bias), Array.Empty<long>(), Array.Empty<long>(), Array.Empty<long>(), 1);
     }
 
-    /// <summary>Creates a 2-D convolution unit (zero padding). The tensors are copied.</summary>
+    /// <summary>
+    /// Creates a 1-D, 2-D or 3-D convolution unit (zero padding; the weight's rank decides: [out, in/groups, k…] with
+    /// 1, 2 or 3 kernel axes). The tensors are copied.
+    /// </summary>
     public static LinearUnit Convolution(Tensor weight, Tensor? bias, long[] stride, long[] padding, long[] dilation, long groups)
     {
-        if (weight.dim() != 4) throw new ArgumentException($"A conv2d weight must have shape [out, in/groups, kh, kw]; got [{string.Join(", ", weight.shape)}].", nameof(weight));
-        return new LinearUnit(LinearUnitKind.Convolution2d, Own(weight), bias is null ? null : Own(bias), (long[])stride.Clone(), (long[])padding.Clone(), (long[])dilation.Clone(), groups);
+        var kind = weight.dim() switch
+        {
+            3 => LinearUnitKind.Convolution1d,
+            4 => LinearUnitKind.Convolution2d,
+            5 => LinearUnitKind.Convolution3d,
+            _ => throw new ArgumentException($"A convolution weight must have shape [out, in/groups, k…] with 1–3 kernel axes; got [{string.Join(", ", weight.shape)}].", nameof(weight)),
+        };
+        var axes = (int)weight.dim() - 2;
+        long[] Check(long[] v, string name) => v.Length == axes ? (long[])v.Clone()
+            : throw new ArgumentException($"A {axes}-D convolution needs {axes} {name} values; got {v.Length}.", name);
+        return new LinearUnit(kind, Own(weight), bias is null ? null : Own(bias), Check(stride, nameof(stride)), Check(padding, nameof(padding)), Check(dilation, nameof(dilation)), groups);
     }
+
+    /// <summary>Number of spatial axes of a convolution (0 for dense units).</summary>
+    public int SpatialAxes => Kind switch
+    {
+        LinearUnitKind.Convolution1d => 1,
+        LinearUnitKind.Convolution2d => 2,
+        LinearUnitKind.Convolution3d => 3,
+        _ => 0,
+    };
+
+    /// <summary>The expected input shape in words, e.g. <c>[B, 3, H, W]</c> or <c>[B, …, 64]</c>.</summary>
+    public string ExpectedInputShape => Kind switch
+    {
+        LinearUnitKind.Dense => $"[B, …, {InputFeatures}]",
+        LinearUnitKind.Convolution1d => $"[B, {InputFeatures}, L]",
+        LinearUnitKind.Convolution3d => $"[B, {InputFeatures}, D, H, W]",
+        _ => $"[B, {InputFeatures}, H, W]",
+    };
+
+    /// <summary>True for convolutions of any dimension.</summary>
+    public bool IsConvolution => Kind != LinearUnitKind.Dense;
 
     /// <summary>A unit with the same geometry and new parameters (copied), e.g. after merging a BatchNorm.</summary>
     public LinearUnit WithParameters(Tensor weight, Tensor? bias) =>
@@ -86,12 +139,22 @@ public sealed class LinearUnit : IDisposable
         // libtorch's matmul terminates the process on a shape error instead of throwing: check first.
         if (Kind == LinearUnitKind.Dense && (input.dim() < 1 || input.shape[^1] != weight.shape[1]))
             throw new ExplanationException($"{this} received an input of shape [{string.Join(", ", input.shape)}]; its last dimension must be {weight.shape[1]}.");
-        if (Kind == LinearUnitKind.Convolution2d && (input.dim() != 4 || input.shape[1] != weight.shape[1] * _groups))
-            throw new ExplanationException($"{this} received an input of shape [{string.Join(", ", input.shape)}]; expected [B, {weight.shape[1] * _groups}, H, W].");
-        return Kind == LinearUnitKind.Dense
-            ? F.linear(input, weight, bias)
-            : F.conv2d(input, weight, bias, _stride, _padding, _dilation, _groups);
+        if (IsConvolution && (input.dim() != SpatialAxes + 2 || input.shape[1] != weight.shape[1] * _groups))
+            throw new ExplanationException($"{this} received an input of shape [{string.Join(", ", input.shape)}]; expected {ExpectedInputShape}.");
+        return Kind switch
+        {
+            LinearUnitKind.Dense => F.linear(input, weight, bias),
+            LinearUnitKind.Convolution1d => F.conv1d(input, weight, bias, _stride[0], _padding[0], _dilation[0], _groups),
+            LinearUnitKind.Convolution3d => F.conv3d(input, weight, bias, _stride, _padding, _dilation, _groups),
+            _ => F.conv2d(input, weight, bias, _stride, _padding, _dilation, _groups),
+        };
     }
+
+    /// <inheritdoc />
+    public Tensor Apply(Tensor input) => Forward(input, Weight, null);
+
+    /// <inheritdoc />
+    public Tensor Transpose(Tensor outputGradient, long[] inputShape) => Transpose(outputGradient, Weight, inputShape);
 
     /// <summary>Evaluates the layer with its own parameters.</summary>
     public Tensor Forward(Tensor input) => Forward(input, Weight, Bias);
@@ -109,16 +172,17 @@ public sealed class LinearUnit : IDisposable
                 throw new ExplanationException($"{this}: cannot apply the transposed map to a tensor of shape [{string.Join(", ", outputGrad.shape)}].");
             return outputGrad.matmul(weight);
         }
-        var h = inputShape[2];
-        var w = inputShape[3];
-        var outH = outputGrad.shape[2];
-        var outW = outputGrad.shape[3];
         // output_padding makes conv_transpose return exactly the input size when the stride dropped a border.
-        var kh = weight.shape[2];
-        var kw = weight.shape[3];
-        var ph = h - ((outH - 1) * _stride[0] - 2 * _padding[0] + _dilation[0] * (kh - 1) + 1);
-        var pw = w - ((outW - 1) * _stride[1] - 2 * _padding[1] + _dilation[1] * (kw - 1) + 1);
-        return F.conv_transpose2d(outputGrad, weight, null, _stride, _padding, new[] { ph, pw }, _dilation, _groups);
+        var axes = SpatialAxes;
+        var outputPadding = new long[axes];
+        for (var a = 0; a < axes; a++)
+            outputPadding[a] = inputShape[2 + a] - ((outputGrad.shape[2 + a] - 1) * _stride[a] - 2 * _padding[a] + _dilation[a] * (weight.shape[2 + a] - 1) + 1);
+        return Kind switch
+        {
+            LinearUnitKind.Convolution1d => F.conv_transpose1d(outputGrad, weight, null, _stride[0], _padding[0], outputPadding[0], _groups, _dilation[0]),
+            LinearUnitKind.Convolution3d => F.conv_transpose3d(outputGrad, weight, null, _stride, _padding, outputPadding, _dilation, _groups),
+            _ => F.conv_transpose2d(outputGrad, weight, null, _stride, _padding, outputPadding, _dilation, _groups),
+        };
     }
 
     /// <summary>
@@ -139,7 +203,7 @@ public sealed class LinearUnit : IDisposable
     /// <summary>Human-readable description of the geometry, for error messages and diagnostics.</summary>
     public override string ToString() => Kind == LinearUnitKind.Dense
         ? $"Dense({Weight.shape[1]}→{Weight.shape[0]}{(Bias is null ? ", no bias" : "")})"
-        : $"Conv2d({InputFeatures}→{OutputFeatures}, kernel {Weight.shape[2]}×{Weight.shape[3]}, stride {string.Join("×", _stride)}, padding {string.Join("×", _padding)}{(Bias is null ? ", no bias" : "")})";
+        : $"Conv{SpatialAxes}d({InputFeatures}→{OutputFeatures}, kernel {string.Join("×", Weight.shape.Skip(2))}, stride {string.Join("×", _stride)}, padding {string.Join("×", _padding)}{(Bias is null ? ", no bias" : "")})";
 
     /// <summary>Releases the unit's parameter copies and cached derived parameters.</summary>
     public void Dispose()

@@ -7,9 +7,9 @@ namespace RootDtd.Graph;
 
 /// <summary>
 /// The registry that maps module types to <see cref="ModuleAdapter"/>s. <see cref="Default"/> knows nested
-/// <c>Sequential</c>, Conv2d, Linear, BatchNorm1d/2d, ReLU, LeakyReLU, GELU, Dropout, Identity, Flatten, MaxPool2d,
+/// <c>Sequential</c>, Conv1d/2d/3d, Linear (on any rank), LayerNorm, BatchNorm1d/2d, ReLU, LeakyReLU, GELU, Dropout, Identity, Flatten, MaxPool2d,
 /// AvgPool2d, AdaptiveAvgPool2d, torchvision ResNet (BasicBlock, Bottleneck, downsample, residual sum), torchvision VGG
-/// and RootDtd's own <see cref="Models.ResNet"/> and <see cref="Models.Vgg"/>. Later registrations win over earlier ones.
+/// RootDtd's own <see cref="Models.ResNet"/> and <see cref="Models.Vgg"/>, and the timm-layout <see cref="Models.VisionTransformer"/>. Later registrations win over earlier ones.
 /// </summary>
 public sealed class ModuleAdapters
 {
@@ -54,13 +54,13 @@ public sealed class ModuleAdapters
     {
         r.Register<Sequential>((b, path, m, x) => b.AddChildrenInOrder(path, m, x));
 
-        r.Register<Conv2d>((b, path, m, x) =>
+        r.Register(m => m is Conv1d or Conv2d or Conv3d, (b, path, m, x) =>
         {
-            var conv = (Conv2d)m;
+            var conv = (Convolution)m;
             if (conv.padding_mode != PaddingModes.Zeros)
-                throw new NotSupportedException($"Conv2d '{path}': padding mode {conv.padding_mode} is not supported (only zero padding).");
+                throw new NotSupportedException($"{m.GetType().Name} '{path}': padding mode {conv.padding_mode} is not supported (only zero padding).");
             if (conv.padding_type.HasValue || conv.padding is null)
-                throw new NotSupportedException($"Conv2d '{path}': symbolic padding ('same'/'valid') is not supported; give explicit padding sizes.");
+                throw new NotSupportedException($"{m.GetType().Name} '{path}': symbolic padding ('same'/'valid') is not supported; give explicit padding sizes.");
             var unit = LinearUnit.Convolution(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups);
             return b.Add(new LinearUnitNode(path, unit, x) { Module = m });
         });
@@ -109,6 +109,7 @@ public sealed class ModuleAdapters
             var p = (nn.Module<Tensor, Tensor>)m;
             return b.Add(new OperationNode(path, NodeKind.AvgPool, x, t => p.forward(t)) { Module = m });
         });
+        TransformerAdapters.Register(r);
 
         // torchvision ResNet: its children run in registration order (conv1 … layer4, avgpool, flatten, fc).
         r.Register<TorchSharp.Modules.ResNet>((b, path, m, x) =>

@@ -30,6 +30,18 @@ public sealed class RelevanceGraph : IDisposable
     /// <summary>For every module path of the model, the node whose output is that module's output.</summary>
     public IReadOnlyDictionary<string, int> ModuleOutputs => _moduleOutputs;
 
+    /// <summary>Token layout of a transformer graph (class token, patch grid), or <c>null</c> for other models.</summary>
+    public TokenLayout? TokenLayout { get; internal set; }
+
+    /// <summary>Checks an input shape before anything runs (set by adapters that know their input, e.g. a ViT's patch size and position embedding); throws <see cref="ArgumentException"/>.</summary>
+    public Action<long[]>? InputValidator { get; internal set; }
+
+    /// <summary>The softmax nodes (attention probabilities) in forward order.</summary>
+    public IReadOnlyList<int> SoftmaxNodes => _nodes.Where(n => n.Kind == NodeKind.Softmax).Select(n => n.Index).ToList();
+
+    /// <summary>The indices of the nodes that read the output of node <paramref name="index"/>.</summary>
+    public IReadOnlyList<int> Consumers(int index) => _nodes.Where(n => n.Inputs.Contains(index)).Select(n => n.Index).ToList();
+
     /// <summary>The conv/linear units in forward order.</summary>
     public IReadOnlyList<LinearUnitNode> Units { get; private set; } = Array.Empty<LinearUnitNode>();
 
@@ -131,6 +143,7 @@ public sealed class RelevanceGraph : IDisposable
                 b.Scale.Dispose();
                 b.Shift.Dispose();
             }
+            if (n is IDisposable d) d.Dispose();
         }
     }
 }

@@ -34,8 +34,9 @@ public abstract class Rule
 public sealed class RuleContext
 {
     internal RuleContext(GraphNode node, IReadOnlyList<Tensor> inputs, Tensor output, Tensor relevance, InputDomain domain,
-        Tensor? low, Tensor? high, ExplanationRecorder recorder)
+        Tensor? low, Tensor? high, ExplanationRecorder recorder, IReadOnlyList<NodeKind>? inputKinds = null)
     {
+        InputKinds = inputKinds ?? Array.Empty<NodeKind>();
         Node = node;
         Inputs = inputs;
         Output = output;
@@ -74,6 +75,9 @@ public sealed class RuleContext
     public LinearUnit Unit => Node is LinearUnitNode u
         ? u.Unit
         : throw new ExplanationException($"A conv/linear rule was assigned to '{Node.Name}' ({Node.Kind}), which is not a conv/linear layer.");
+
+    /// <summary>The kinds of the nodes that produce each input (empty when unknown), e.g. to hold attention probabilities (softmax outputs) constant.</summary>
+    public IReadOnlyList<NodeKind> InputKinds { get; }
 
     /// <summary>The single input of the node.</summary>
     public Tensor Input => Inputs[0];

@@ -10,7 +10,8 @@ namespace RootDtd.Rules;
 /// </summary>
 /// <param name="Epsilon">The shift ε.</param>
 /// <param name="DropZeros">Set the ratio to 0 where the denominator is exactly 0.</param>
-public sealed record Stabilizer(double Epsilon, bool DropZeros = false)
+/// <param name="Signed">True (default): shift away from zero by ε (zennit). False: add +ε whatever the sign (Chefer et al.'s <c>safe_divide</c>).</param>
+public sealed record Stabilizer(double Epsilon, bool DropZeros = false, bool Signed = true)
 {
     /// <summary>zennit's default: ε = 1e-6, zeros shifted to +ε.</summary>
     public static Stabilizer Default { get; } = new(1e-6);
@@ -18,9 +19,17 @@ public sealed record Stabilizer(double Epsilon, bool DropZeros = false)
     /// <summary>The root-inference spec: ε = 1e-9, exact zeros dropped.</summary>
     public static Stabilizer Spec { get; } = new(1e-9, DropZeros: true);
 
+    /// <summary>Chefer et al.'s <c>safe_divide</c>: <c>a / (b + 1e-9)</c> where <c>b ≠ 0</c>, 0 where <c>b = 0</c>.</summary>
+    public static Stabilizer SafeDivide { get; } = new(1e-9, DropZeros: true, Signed: false);
+
     /// <summary>Returns <c>numerator / stabilised(denominator)</c>.</summary>
     public Tensor Divide(Tensor numerator, Tensor denominator)
     {
+        if (!Signed)
+        {
+            var unsigned = numerator / (denominator + Epsilon);
+            return DropZeros ? unsigned.masked_fill_(denominator.eq(0), 0) : unsigned;
+        }
         // z + ε·s built in place on one temporary (s·ε = [z ≥ 0]·2ε − ε is exactly ±ε): on large activations every
         // fresh tensor costs more than the arithmetic, so this chain allocates twice instead of six times.
         var shifted = denominator.ge(0).to(denominator.dtype);
@@ -31,5 +40,5 @@ public sealed record Stabilizer(double Epsilon, bool DropZeros = false)
     }
 
     /// <inheritdoc />
-    public override string ToString() => DropZeros ? $"{Epsilon:g3} (zeros dropped)" : $"{Epsilon:g3}";
+    public override string ToString() => (Signed ? "" : "+") + (DropZeros ? $"{Epsilon:g3} (zeros dropped)" : $"{Epsilon:g3}");
 }

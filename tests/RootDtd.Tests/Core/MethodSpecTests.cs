@@ -160,7 +160,9 @@ public sealed class MethodSpecTests
         MethodCatalog.Get("gradient-x-input").StartRelevance.Should().Be(StartRelevance.OneHot);
         MethodCatalog.Get("root-published").StartRelevance.Should().Be(StartRelevance.AbsoluteTargetLogit);
         MethodCatalog.Get("root-published").Canonizers.Should().BeEmpty();
-        foreach (var m in MethodCatalog.All.Where(m => m.Name is not ("gradient" or "gradient-x-input" or "root-published")))
+        // Chefer's attribution starts from one-hot (their generate_LRP); rollout and raw attention have no walk
+        foreach (var name in new[] { "chefer", "rollout", "raw-attention" }) MethodCatalog.Get(name).StartRelevance.Should().Be(StartRelevance.OneHot, name);
+        foreach (var m in MethodCatalog.All.Where(m => m.Name is not ("gradient" or "gradient-x-input" or "root-published" or "chefer" or "rollout" or "raw-attention")))
         {
             m.StartRelevance.Should().Be(StartRelevance.TargetLogit, m.Name);
             m.Canonizers.Select(c => c.Name).Should().Equal(new[] { "merge-batchnorm" }, m.Name);

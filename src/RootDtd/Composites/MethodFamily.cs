@@ -15,6 +15,9 @@ public enum MethodFamily
     /// <summary>Gradient baselines and other methods that start from 1 at the target instead of the logit.</summary>
     Gradient,
 
+    /// <summary>Token maps of transformers (Chefer's attribution, attention rollout, raw attention): not relevance sums.</summary>
+    TokenMap,
+
     /// <summary>A method RootDtd does not know (registered by an application): no assumption is made.</summary>
     Other,
 }
@@ -95,6 +98,12 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
             return new(MethodFamily.RootInference, ConservationExpectation.Conserves);
         if (bare.StartsWith("gradient", StringComparison.OrdinalIgnoreCase))
             return new(MethodFamily.Gradient, ConservationExpectation.NotExpected);
+        if (string.Equals(bare, "cp-lrp", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.Lrp, ConservationExpectation.Approximately);
+        if (string.Equals(bare, "attn-lrp", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.Lrp, ConservationExpectation.NotExpected);
+        if (bare.ToLowerInvariant() is "chefer" or "rollout" or "raw-attention")
+            return new(MethodFamily.TokenMap, ConservationExpectation.NotExpected);
         if (Conservative.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Conserves);
         if (Approximate.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Approximately);
         return new(MethodFamily.Other, ConservationExpectation.NotExpected);
@@ -108,6 +117,7 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
     public static MethodTraits Of(Composite composite)
     {
         ArgumentNullException.ThrowIfNull(composite);
+        if (composite.TokenMap is not null) return new(MethodFamily.TokenMap, ConservationExpectation.NotExpected);
         if (composite.StartRelevance == StartRelevance.OneHot) return new(MethodFamily.Gradient, ConservationExpectation.NotExpected);
         return Of(composite.Name);
     }

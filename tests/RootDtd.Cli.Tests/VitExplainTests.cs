@@ -19,7 +19,7 @@ public sealed class VitExplainTests
     public void ExplainsAVitAndWritesImageSizedMaps(string method)
     {
         var dir = _f.NewOutputDir();
-        var r = _f.ExplainVit(dir, _f.PngA, "--method", method);
+        var r = _f.ExplainVit(dir, _f.PngA, "--method", method, "--no-colorbar");
         r.ExitCode.Should().Be(0, r.ToString());
         var info = Image.Identify(Path.Combine(dir, "alpha.heatmap.png"), out _);
         (info.Width, info.Height).Should().Be((16, 16));

@@ -114,8 +114,8 @@ public sealed class NotebookDisplayTests
         var images = DecodeDataUris(ExplanationDisplay.ToHtml(explanation), out var alts);
         try
         {
-            alts.Should().Equal("input", "overlay", "heatmap");
-            images.Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((16, 16)));
+            alts.Should().Equal("input", "overlay", "heatmap", "scale");
+            images.Take(3).Should().AllSatisfy(i => (i.Width, i.Height).Should().Be((16, 16)));
         }
         finally
         {

@@ -48,7 +48,8 @@ public sealed class LegibilityTests
             var low = SyntheticModels.Normalization.LowerBound();
             var high = SyntheticModels.Normalization.UpperBound();
             var rootMinMax = 0.0;
-            foreach (var method in MethodCatalog.All.Where(m => !m.Name.StartsWith("test-", StringComparison.Ordinal)))
+            // token-map methods (chefer, rollout, raw-attention) need attention: they do not run on this CNN
+            foreach (var method in MethodCatalog.All.Where(m => !m.Name.StartsWith("test-", StringComparison.Ordinal) && m.CreateDefault().TokenMap is null))
             {
                 using var explainer = new Explainer(model, method.CreateDefault(), new ExplainerOptions { InputLow = low, InputHigh = high });
                 using var e = explainer.Explain(batch);

@@ -23,8 +23,9 @@ public sealed class Explainer : IDisposable
 {
     private readonly nn.Module _model;
     private readonly ExplainerOptions _options;
-    private RelevanceGraph _graph;
-    private Rule?[] _rules;
+    private RelevanceGraph _graph = null!;   // null until built (a probe forward may wait for the first Explain)
+    private Rule?[] _rules = Array.Empty<Rule?>();
+    private Tensor? _probe;
     private FanOutRule?[] _fanOut = Array.Empty<FanOutRule?>();
     private (DeviceType Type, int Index, ScalarType DType)? _snapshot;
 
@@ -38,22 +39,63 @@ public sealed class Explainer : IDisposable
         _options = options ?? new ExplainerOptions();
         if ((_options.InputLow is null) != (_options.InputHigh is null))
             throw new ArgumentException("Give both InputLow and InputHigh, or neither.", nameof(options));
-        (_graph, _rules) = BuildGraph();
+        if (_options.ProbeInput is { } probe)
+        {
+            if (probe.IsInvalid || probe.dim() < 2 || probe.shape[0] == 0)
+                throw new ArgumentException("ExplainerOptions.ProbeInput must be a batched input of the model (one sample is enough).", nameof(options));
+            _probe = KeepProbe(probe);
+        }
+        try
+        {
+            (_graph, _rules) = InEvalMode(BuildGraph);
+        }
+        catch (ProbeInputRequiredException) when (_probe is null)
+        {
+            // a module without an adapter: recognised by a probe forward on the first Explain's input
+        }
     }
 
     /// <summary>The composite that assigns rules to layers.</summary>
     public Composite Composite { get; }
 
-    /// <summary>The relevance graph (after canonizers).</summary>
-    public RelevanceGraph Graph => _graph;
+    /// <summary>
+    /// The relevance graph (after canonizers). For a model with a module that has no adapter, the graph is built from a
+    /// probe forward on the first <see cref="Explain(Tensor)"/> (or at construction with <see cref="ExplainerOptions.ProbeInput"/>).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The graph waits for a probe input.</exception>
+    public RelevanceGraph Graph => _graph ?? throw new InvalidOperationException(
+        "The model has a module without an adapter, which is recognised from a probe forward: the graph is built on the first Explain, " +
+        "or at construction when ExplainerOptions.ProbeInput is given.");
 
     /// <summary>The rule of every graph node, e.g. for reports (index = node index).</summary>
     public IReadOnlyList<(string Node, string Rule)> RuleAssignment =>
-        _graph.Nodes.Skip(1).Select(n => (n.Name, _rules[n.Index]?.ToString() ?? "-")).ToList();
+        Graph.Nodes.Skip(1).Select(n => (n.Name, _rules[n.Index]?.ToString() ?? "-")).ToList();
+
+    private static Tensor KeepProbe(Tensor input)
+    {
+        using var _ = torch.no_grad();
+        return input[..1].detach().clone().DetachFromDisposeScope();
+    }
+
+    private T InEvalMode<T>(Func<T> action)
+    {
+        var trainingModes = _model.modules().Select(m => (m, m.training)).ToList();
+        var wasTraining = trainingModes.Any(t => t.training);
+        if (wasTraining) _model.eval();
+        try
+        {
+            return action();
+        }
+        finally
+        {
+            if (wasTraining)
+                foreach (var (m, training) in trainingModes) m.train(training);
+        }
+    }
 
     private (RelevanceGraph, Rule?[]) BuildGraph()
     {
-        var graph = GraphBuilder.Build(_model, _options.Adapters);
+        var graph = GraphBuilder.Build(_model, _options.Adapters, _probe);
         try
         {
             foreach (var c in _options.Canonizers ?? Composite.Canonizers) c.Apply(graph);
@@ -75,8 +117,8 @@ public sealed class Explainer : IDisposable
     public void Refresh()
     {
         var old = _graph;
-        (_graph, _rules) = BuildGraph();
-        old.Dispose();
+        (_graph, _rules) = InEvalMode(BuildGraph);
+        old?.Dispose();
     }
 
     private (DeviceType, int, ScalarType)? ModelDevice()
@@ -92,6 +134,20 @@ public sealed class Explainer : IDisposable
     public Explanation Explain(Tensor input, long[]? targets)
     {
         ValidateInput(input);
+        if (_graph is null)
+        {
+            _probe = KeepProbe(input);
+            try
+            {
+                (_graph, _rules) = InEvalMode(BuildGraph);
+            }
+            catch
+            {
+                _probe.Dispose();
+                _probe = null;
+                throw;
+            }
+        }
         var current = ModelDevice();
         if (current is { } cur && _snapshot is { } snap && (cur.Item1 != snap.Type || cur.Item2 != snap.Index || cur.Item3 != snap.DType)) Refresh();
         if (current is { } c && (c.Item1 != input.device_type || (c.Item1 != DeviceType.CPU && c.Item2 != input.device_index)))
@@ -120,8 +176,8 @@ public sealed class Explainer : IDisposable
         if (!input.is_floating_point()) throw new ArgumentException($"The input must be a floating-point tensor; got {input.dtype}.", nameof(input));
         if (input.dim() < 2) throw new ArgumentException($"The input must be batched ([B,C,H,W] or [B,F]); got shape [{string.Join(", ", input.shape)}].", nameof(input));
         if (input.shape[0] == 0) throw new ArgumentException("The input batch is empty.", nameof(input));
-        var first = _graph.Units.FirstOrDefault();
-        if (first is not null && _graph.PathFromInput(first) is { } path && path.Count == 0)
+        var first = _graph?.Units.FirstOrDefault();
+        if (first is not null && _graph!.PathFromInput(first) is { } path && path.Count == 0)
         {
             var unit = first.Unit;
             if (unit.IsConvolution && (input.dim() != unit.SpatialAxes + 2 || input.shape[1] != unit.InputFeatures))
@@ -129,7 +185,7 @@ public sealed class Explainer : IDisposable
             if (unit.Kind == LinearUnitKind.Dense && (input.dim() != 2 || input.shape[1] != unit.InputFeatures))
                 throw new ArgumentException($"'{first.Name}' expects input [B, {unit.InputFeatures}]; got [{string.Join(", ", input.shape)}].", nameof(input));
         }
-        _graph.InputValidator?.Invoke(input.shape);
+        _graph?.InputValidator?.Invoke(input.shape);
         // a scope of its own: ValidateInput runs before ExplainCore's scope, and the caller may have none
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
@@ -436,5 +492,9 @@ public sealed class Explainer : IDisposable
     }
 
     /// <summary>Releases the graph's parameter copies.</summary>
-    public void Dispose() => _graph.Dispose();
+    public void Dispose()
+    {
+        _graph?.Dispose();
+        _probe?.Dispose();
+    }
 }

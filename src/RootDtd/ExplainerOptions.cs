@@ -23,6 +23,13 @@ public sealed class ExplainerOptions
     /// </summary>
     public IReadOnlyList<ICanonizer>? Canonizers { get; init; }
 
+    /// <summary>
+    /// An input of the model (one sample is used) for the probe forward that recognises modules without an adapter whose
+    /// forward is a chain of known modules. Optional: without it, such a model's graph is built on the first
+    /// <see cref="Explainer.Explain(Tensor)"/> from that input; with it, already in the constructor.
+    /// </summary>
+    public Tensor? ProbeInput { get; init; }
+
     /// <summary>Adapters used to build the graph (default: <see cref="ModuleAdapters.Default"/>).</summary>
     public ModuleAdapters? Adapters { get; init; }
 

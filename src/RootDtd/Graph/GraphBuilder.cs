@@ -14,24 +14,38 @@ public delegate int ModuleAdapter(GraphBuilder builder, string path, nn.Module m
 /// <summary>
 /// Builds a <see cref="RelevanceGraph"/> from a module tree by dispatching each module to a registered
 /// <see cref="ModuleAdapter"/>. Support for a new architecture is data: register an adapter for its module type with
-/// <see cref="ModuleAdapters.Register{TModule}"/>.
+/// <see cref="ModuleAdapters.Register{TModule}"/> (on <see cref="ModuleAdapters.Default"/> or your own registry). A module
+/// without an adapter whose forward only calls known modules in a chain is recognised by a probe forward.
 /// </summary>
 public sealed class GraphBuilder
 {
     private readonly List<GraphNode> _nodes = new() { new InputNode() };
     private readonly Dictionary<string, int> _moduleOutputs = new(StringComparer.Ordinal);
     private readonly ModuleAdapters _adapters;
+    private readonly nn.Module? _model;
+    private readonly Tensor? _probeInput;
+    private ChainProbe? _probe;
 
-    internal GraphBuilder(ModuleAdapters adapters)
+    internal GraphBuilder(ModuleAdapters adapters, nn.Module? model = null, Tensor? probeInput = null)
     {
         _adapters = adapters;
+        _model = model;
+        _probeInput = probeInput;
     }
 
     /// <summary>Builds the graph of <paramref name="model"/> with the given adapters (the global registry by default).</summary>
-    public static RelevanceGraph Build(nn.Module model, ModuleAdapters? adapters = null)
+    /// <param name="model">The model.</param>
+    /// <param name="adapters">Module adapters (default <see cref="ModuleAdapters.Default"/>).</param>
+    /// <param name="probeInput">
+    /// An input of the model (one sample is enough), used to recognise modules without an adapter: a probe forward records
+    /// which child modules such a module calls; when they form a chain (each reading the previous one's output) the
+    /// module becomes that chain. Without it, such a module is an error that says a probe input is needed.
+    /// </param>
+    /// <exception cref="NotSupportedException">A module without an adapter that is not a chain of known modules; the message says what to register.</exception>
+    public static RelevanceGraph Build(nn.Module model, ModuleAdapters? adapters = null, Tensor? probeInput = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var builder = new GraphBuilder(adapters ?? ModuleAdapters.Default);
+        var builder = new GraphBuilder(adapters ?? ModuleAdapters.Default, model, probeInput);
         var output = builder.AddModule("", model, 0);
         return new RelevanceGraph(builder._nodes, builder._moduleOutputs, output)
         {
@@ -72,14 +86,47 @@ public sealed class GraphBuilder
     public int AddModule(string path, nn.Module module, int input)
     {
         ArgumentNullException.ThrowIfNull(module);
-        var adapter = _adapters.Find(module)
-            ?? throw new NotSupportedException(
-                $"Module '{(path.Length == 0 ? "<model>" : path)}' of type {module.GetType().FullName} is not supported by the relevance graph. " +
-                "Register an adapter for it with RootDtd.Graph.ModuleAdapters.Register<T>(...) (see docs/architecture.md).");
-        var output = adapter(this, path, module, input);
+        var adapter = _adapters.Find(module);
+        var output = adapter is null ? AddRecognisedChain(path, module, input) : adapter(this, path, module, input);
         if (path.Length > 0) _moduleOutputs[path] = output;
         return output;
     }
+
+    /// <summary>
+    /// A module without an adapter: if it has children and the probe forward shows that its forward calls child modules
+    /// in a chain, the chain's modules (each through its own adapter); otherwise an error that says what to register.
+    /// </summary>
+    private int AddRecognisedChain(string path, nn.Module module, int input)
+    {
+        var shown = path.Length == 0 ? "<model>" : path;
+        var type = module.GetType();
+        var typeName = type.FullName ?? type.Name;
+        var register = $"Register an adapter that describes its forward: ModuleAdapters.Default.Register<{type.Name}>((b, path, m, x) => …) — " +
+            "children in order with b.AddChildren(path, m, x, \"child1\", \"child2\"), functional operations with b.AddOperation or b.AddRelu, " +
+            "a residual addition with b.AddSum (docs/custom-models.md shows a worked adapter); or pass your own ModuleAdapters in ExplainerOptions.Adapters.";
+        if (!module.named_children().Any())
+            throw new NotSupportedException($"Module '{shown}' of type {typeName} is not supported by the relevance graph: it has no adapter and no child modules. {register}");
+        if (_probeInput is null || _model is null)
+            throw new ProbeInputRequiredException($"Module '{shown}' of type {typeName} has no adapter; a probe forward on an input can recognise it if its forward is a chain of known modules. " +
+                "Give GraphBuilder.Build a probe input (the Explainer does this on the first Explain, or give ExplainerOptions.ProbeInput). " + register);
+        _probe ??= ChainProbe.Record(_model, _probeInput);
+        var chain = _probe.ChainOf(module, out var why)
+            ?? throw new NotSupportedException($"Module '{shown}' of type {typeName} has no adapter and its forward is not a chain of known modules: {why}. {register}");
+        var x = input;
+        var used = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var callee in chain)
+        {
+            var calleePath = _probe.PathOf(callee);
+            used[calleePath] = used.GetValueOrDefault(calleePath) + 1;
+            // a module called twice (one ReLU reused) gets one node per call
+            x = AddModule(used[calleePath] == 1 ? calleePath : $"{calleePath}#{used[calleePath]}", callee, x);
+        }
+        RecognisedChains.Add(shown);
+        return x;
+    }
+
+    /// <summary>Modules without an adapter that were recognised as chains by the probe forward (module paths).</summary>
+    internal List<string> RecognisedChains { get; } = new();
 
     /// <summary>Adds the children of <paramref name="module"/> one after another (the forward of a Sequential).</summary>
     public int AddChildrenInOrder(string path, nn.Module module, int input)
@@ -124,4 +171,11 @@ public sealed class GraphBuilder
 
     /// <summary>Joins a parent path and a child name with a dot.</summary>
     public static string Join(string path, string name) => path.Length == 0 ? name : path + "." + name;
+}
+
+/// <summary>A module without an adapter could be recognised by a probe forward, but no probe input was given.</summary>
+public sealed class ProbeInputRequiredException : NotSupportedException
+{
+    /// <summary>Creates the exception.</summary>
+    public ProbeInputRequiredException(string message) : base(message) { }
 }

@@ -186,12 +186,14 @@ public class InputValidationTests
         // an adapter for the wrapper that walks its children reaches the LSTM, which has none
         var adapters = ModuleAdapters.CreateBuiltIn().Register<RnnHead>((b, path, m, x) => b.AddChildrenInOrder(path, m, x));
         var act = () => new Explainer(lstm, C.EpsilonPlusFlat(), new ExplainerOptions { Adapters = adapters });
-        act.Should().Throw<NotSupportedException>().WithMessage("*'head.rnn'*LSTM*ModuleAdapters.Register*");
-        var act1 = () => new Explainer(lstm, C.EpsilonPlusFlat());
-        act1.Should().Throw<NotSupportedException>().WithMessage("*'head'*RnnHead*ModuleAdapters.Register*");
+        act.Should().Throw<NotSupportedException>().WithMessage("*'head.rnn'*LSTM*ModuleAdapters.Default.Register<LSTM>*");
+        // a wrapper with children but no adapter: the probe forward (on the first Explain) finds no chain of known modules
+        using var wrapped = new Explainer(lstm, C.EpsilonPlusFlat());
+        var act1 = () => wrapped.Explain(torch.randn(2, 3, 4));
+        act1.Should().Throw<NotSupportedException>().WithMessage("*'head'*RnnHead*not a chain of known modules*ModuleAdapters.Default.Register<RnnHead>*");
         using var custom = nn.Sequential(("fc", nn.Linear(4, 4)), ("mystery", new NoAdapter()));
         var act2 = () => new Explainer(custom, C.EpsilonPlusFlat());
-        act2.Should().Throw<NotSupportedException>().WithMessage("*'mystery'*NoAdapter*ModuleAdapters.Register*");
+        act2.Should().Throw<NotSupportedException>().WithMessage("*'mystery'*NoAdapter*ModuleAdapters.Default.Register<NoAdapter>*");
     }
 
     [Fact]

@@ -54,8 +54,10 @@ public class ArchitectureTests
     {
         using var scope = torch.NewDisposeScope();
         using var model = TwoBranchModel();
-        var unsupported = () => new Explainer(model, C.EpsilonPlusFlat());
-        unsupported.Should().Throw<NotSupportedException>().WithMessage("*'block'*TwoBranch*");
+        // without its adapter: a two-branch block is no chain, so the probe forward of the first Explain says what to register
+        using var withoutAdapter = new Explainer(model, C.EpsilonPlusFlat());
+        var unsupported = () => withoutAdapter.Explain(torch.randn(1, 3, 6, 6, float64));
+        unsupported.Should().Throw<NotSupportedException>().WithMessage("*'block'*TwoBranch*not a chain*ModuleAdapters.Default.Register<TwoBranch>*");
 
         using var explainer = new Explainer(model, C.EpsilonPlusFlat(), new ExplainerOptions { Adapters = TwoBranchAdapters(), RecordLayers = new[] { "block.a", "block.b", "block" } });
         explainer.Graph.ModuleOutputs.Keys.Should().Contain(new[] { "block", "block.a", "block.b" });

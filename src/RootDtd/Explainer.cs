@@ -27,6 +27,8 @@ public sealed class Explainer : IDisposable
     private Rule?[] _rules = Array.Empty<Rule?>();
     private Tensor? _probe;
     private FanOutRule?[] _fanOut = Array.Empty<FanOutRule?>();
+    private GraphAnalysis? _analysis;
+    private Dictionary<int, List<string>>? _wantedLayers;
     private (DeviceType Type, int Index, ScalarType DType)? _snapshot;
 
     /// <summary>Creates an explainer for <paramref name="model"/> (which must map [B,C,H,W] or [B,F] inputs to [B,K] logits).</summary>
@@ -67,6 +69,9 @@ public sealed class Explainer : IDisposable
         "The model has a module without an adapter, which is recognised from a probe forward: the graph is built on the first Explain, " +
         "or at construction when ExplainerOptions.ProbeInput is given.");
 
+    /// <summary>The static analysis of the current graph (null until the graph is built).</summary>
+    internal GraphAnalysis? Analysis => _analysis;
+
     /// <summary>The rule of every graph node, e.g. for reports (index = node index).</summary>
     public IReadOnlyList<(string Node, string Rule)> RuleAssignment =>
         Graph.Nodes.Skip(1).Select(n => (n.Name, _rules[n.Index]?.ToString() ?? "-")).ToList();
@@ -104,6 +109,10 @@ public sealed class Explainer : IDisposable
             var rules = Composite.Resolve(graph);
             _fanOut = Composite.ResolveFanOut(graph);
             _snapshot = ModelDevice();
+            // the static analysis of the graph (domains, paths, bounds per input shape) and the recorded layers, once per graph
+            _analysis?.Dispose();
+            _analysis = new GraphAnalysis(graph);
+            _wantedLayers = null;
             return (graph, rules);
         }
         catch
@@ -401,23 +410,11 @@ public sealed class Explainer : IDisposable
         }
     }
 
-    private (InputDomain, Tensor?, Tensor?) DomainOf(GraphNode node, Tensor? low, Tensor? high)
-    {
-        if (node is not LinearUnitNode unit) return (InputDomain.Free, null, null);
-        if (_graph.Nodes[unit.Inputs[0]].NonNegativeOutput) return (InputDomain.Relu, null, null);
-        if (low is not null && high is not null && _graph.PathFromInput(unit) is { } path)
-        {
-            foreach (var n in path)
-            {
-                low = n.Forward(new[] { low });
-                high = n.Forward(new[] { high });
-            }
-            return (InputDomain.PixelBox, low, high);
-        }
-        return (InputDomain.Free, null, null);
-    }
+    private (InputDomain, Tensor?, Tensor?) DomainOf(GraphNode node, Tensor? low, Tensor? high) => _analysis!.DomainOf(node, low, high);
 
-    private Dictionary<int, List<string>> WantedLayers()
+    private Dictionary<int, List<string>> WantedLayers() => _wantedLayers ??= FindWantedLayers();
+
+    private Dictionary<int, List<string>> FindWantedLayers()
     {
         var wanted = new Dictionary<int, List<string>>();
         foreach (var name in _options.RecordLayers)
@@ -495,6 +492,7 @@ public sealed class Explainer : IDisposable
     public void Dispose()
     {
         _graph?.Dispose();
+        _analysis?.Dispose();
         _probe?.Dispose();
     }
 }

@@ -7,7 +7,9 @@ namespace RootDtd.Imaging;
 /// <summary>Writes rendered images as 8-bit RGB PNG (file, stream or bytes, e.g. for notebook display).</summary>
 public static class PngExport
 {
-    private static readonly PngEncoder Encoder = new() { ColorType = PngColorType.Rgb, BitDepth = PngBitDepth.Bit8 };
+    // ChunkFilter ExcludeAll: no metadata (EXIF, XMP, text, ICC, physical size) of the source image reaches the PNGs, the
+    // notebook HTML or the reports, whatever the Image<Rgb24> carries.
+    private static readonly PngEncoder Encoder = new() { ColorType = PngColorType.Rgb, BitDepth = PngBitDepth.Bit8, ChunkFilter = PngChunkFilter.ExcludeAll };
 
     /// <summary>Encodes the image as PNG bytes.</summary>
     /// <param name="image">The image.</param>

@@ -25,7 +25,7 @@ public static class CommandAction
             environment.WriteError(e.Message);
             return ExitCodes.Usage;
         }
-        catch (Exception e) when (e is CliFailureException or ImageLoadException or ModelWeightsException or ExplanationException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is CliFailureException or InvalidDataException or ImageLoadException or ModelWeightsException or ExplanationException or IOException or UnauthorizedAccessException)
         {
             environment.WriteError(e.Message);
             WriteDebug(environment, e);

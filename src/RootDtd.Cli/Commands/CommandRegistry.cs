@@ -17,5 +17,6 @@ public static class CommandRegistry
         new EvaluateCommand(),
         new TrainCommand(),
         new DemoCommand(),
+        new MergeCommand(),
     };
 }

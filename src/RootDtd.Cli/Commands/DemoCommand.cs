@@ -59,7 +59,9 @@ public sealed class DemoCommand : ICliCommand
             };
             environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", BenchmarkMethods.Demo.Select(m => m.Label))}) …");
             var progress = new BenchmarkConsoleProgress(environment);
-            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            var result = run.Result;
+            var files = run.Files!;
             progress.Finish();
             var o = environment.Out;
             o.WriteLine();

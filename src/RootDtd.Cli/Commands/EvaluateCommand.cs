@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using RootDtd.Evaluation.Benchmark;
+using RootDtd.Evaluation.Sharding;
 using RootDtd.Evaluation.Training;
 using TorchSharp;
 
@@ -11,7 +12,8 @@ namespace RootDtd.Cli.Commands;
 /// --samples N --out DIR</c>: runs the benchmark on a freshly generated synthetic test split and writes the Markdown report,
 /// the perturbation plot, the heatmap gallery and a JSON file. With <c>--data FOLDER</c> it runs on any image folder
 /// (class subfolders) and any model (<c>--arch NAME [--weights FILE]</c>), with masks from <c>--masks FOLDER</c>
-/// for the localisation protocol.
+/// for the localisation protocol. <c>--shard i/n</c>, <c>--resume</c> and <c>--device</c> split, continue and place a
+/// synthetic-benchmark run (see docs/scaling.md); <c>rootdtd merge</c> combines the shards.
 /// </summary>
 public sealed class EvaluateCommand : ICliCommand
 {
@@ -38,16 +40,21 @@ public sealed class EvaluateCommand : ICliCommand
         var classes = new Option<int?>("--classes") { Description = "With --data: outputs of the model (default: lines of --labels, else the number of class folders).", HelpName = "N" };
         var size = new Option<int>("--size") { Description = "With --data: side of the square centre crop (resize of the shorter side to size × 256/224 first).", DefaultValueFactory = _ => 224, HelpName = "pixels" };
         var ablationSamples = new Option<int?>("--ablation-samples") { Description = "With --data: run the root ablations on the first N samples only (default: all).", HelpName = "N" };
+        var shard = new Option<string?>("--shard") { Description = "Evaluate only shard i of n (0-based, e.g. 0/4): whole batches, split by sample index, the same on every machine. Writes a state file; 'rootdtd merge' makes the report.", HelpName = "i/n" };
+        var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from the state file in --out (finished batches are kept; the state is written after every batch)." };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:K (one process per GPU).", DefaultValueFactory = _ => "cpu", HelpName = "device" };
         var normalization = new Option<string>("--normalization") { Description = "With --data: imagenet, half or identity (resnet18-imagenet-cntk always uses its mean image).", DefaultValueFactory = _ => "imagenet", HelpName = "name" };
         var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
         {
             model, weights, methods, protocols, samples, seed, batch, pgdSamples, ablations, gallery, output, modelsDir, threads,
-            data, masks, arch, labelsFile, classes, size, normalization, ablationSamples,
+            data, masks, arch, labelsFile, classes, size, normalization, ablationSamples, shard, resume, device,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
             if (parse.GetValue(data) is { } dataDir)
             {
+                if (parse.GetValue(shard) is not null || parse.GetValue(resume) || parse.GetResult(device) is { Implicit: false })
+                    throw new UsageException("--shard, --resume and --device work with the synthetic benchmark; with --data run the folder in one process (see docs/scaling.md).");
                 BenchmarkProtocols folderProtocols;
                 IReadOnlyList<BenchmarkMethod> folderMethods;
                 try
@@ -92,14 +99,33 @@ public sealed class EvaluateCommand : ICliCommand
             }
 
             if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
+            if (parse.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1.");
             var weightsPath = parse.GetValue(weights);
-            if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"Weights file '{weightsPath}' not found.");
+            if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"The weights file '{weightsPath}' does not exist.");
+            var modelsFolder = parse.GetValue(modelsDir);
+            if (modelsFolder is not null && !Directory.Exists(modelsFolder)) throw new UsageException($"The --models-dir folder '{modelsFolder}' does not exist.");
+            var shardValue = (0, 1);
+            if (parse.GetValue(shard) is { } shardText)
+            {
+                try
+                {
+                    shardValue = BenchmarkShard.Parse(shardText);
+                }
+                catch (ArgumentException)
+                {
+                    throw new UsageException($"--shard must be i/n with 0 ≤ i < n (e.g. 0/4 … 3/4), was '{shardText}'.");
+                }
+            }
+            var deviceText = DeviceOption.Resolve(parse.GetValue(device) ?? "cpu");
             if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
             var settings = new SyntheticBenchmarkSettings
             {
                 Architecture = architecture,
                 WeightsPath = weightsPath,
-                ModelsDirectory = parse.GetValue(modelsDir),
+                ModelsDirectory = modelsFolder,
+                Shard = shardValue,
+                Resume = parse.GetValue(resume),
+                Device = deviceText,
                 Samples = parse.GetValue(samples),
                 DataSeed = parse.GetValue(seed),
                 OutputDirectory = parse.GetValue(output)!,
@@ -114,12 +140,21 @@ public sealed class EvaluateCommand : ICliCommand
                 },
             };
             var progress = new BenchmarkConsoleProgress(environment);
-            var (result, files) = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
             progress.Finish();
-            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {result.Seconds:F0} s"));
-            environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
-            foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");
-            environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
+            var result = run.Result;
+            var part = shardValue.Item2 > 1
+                ? string.Create(CultureInfo.InvariantCulture, $" (shard {shardValue.Item1}/{shardValue.Item2}: samples {run.State.Shard.Start} … {run.State.Shard.Start + run.State.Shard.Length - 1} of {settings.Samples})")
+                : string.Empty;
+            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples{part}, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {run.State.Seconds:F0} s"));
+            if (run.Files is { } files)
+            {
+                environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
+                foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");
+                environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
+            }
+            if (run.StatePath is not null) environment.Out.WriteLine($"state:   {Path.GetFullPath(run.StatePath)}");
+            if (run.Files is null) environment.Out.WriteLine("When every shard is done: rootdtd merge SHARD_DIRS… --out DIR writes the report.");
             return ExitCodes.Ok;
         }));
         return command;

@@ -156,3 +156,27 @@ public sealed record TimingEntry(double Load, double Explain, double Render, dou
 /// <param name="Values">Values by name for this image.</param>
 /// <param name="Milliseconds">Time of the unit's rule (whole batch).</param>
 public sealed record DiagnosticsEntry(string Unit, string Rule, string Domain, IReadOnlyDictionary<string, double> Values, double Milliseconds);
+
+/// <summary>The run summary <c>index.json</c> of an <c>explain</c> run.</summary>
+/// <param name="MethodSpec">The <c>--method</c> text.</param>
+/// <param name="Method">Catalog name.</param>
+/// <param name="Architecture">Architecture.</param>
+/// <param name="Weights">Weights file, or <c>null</c>.</param>
+/// <param name="Images">Images given.</param>
+/// <param name="Explained">Images explained and written.</param>
+/// <param name="Failed">Images that failed.</param>
+/// <param name="Seconds">Wall-clock seconds of the run.</param>
+/// <param name="Entries">One entry per explained image, in input order.</param>
+/// <param name="RootdtdVersion">The rootdtd version.</param>
+public sealed record RunSummary(string MethodSpec, string Method, string Architecture, string? Weights, int Images, int Explained, IReadOnlyList<string> Failed,
+    double Seconds, IReadOnlyList<RunImageEntry> Entries, string RootdtdVersion);
+
+/// <summary>One image of <see cref="RunSummary"/>.</summary>
+/// <param name="Image">The image path as given.</param>
+/// <param name="Stem">Output name stem.</param>
+/// <param name="Explained">The explained class.</param>
+/// <param name="ConservationRelativeError">Relative conservation error.</param>
+/// <param name="ConservationExpected"><c>conserves</c>, <c>approximately</c> or <c>not_expected</c>.</param>
+/// <param name="ConservationLost">Whether a conservation warning was printed.</param>
+/// <param name="Files">The image's files.</param>
+public sealed record RunImageEntry(string Image, string Stem, ClassScore Explained, double ConservationRelativeError, string ConservationExpected, bool ConservationLost, OutputFiles Files);

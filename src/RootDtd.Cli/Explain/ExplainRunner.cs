@@ -21,6 +21,7 @@ public sealed class ExplainRunner
 {
     private readonly ExplainSettings _settings;
     private readonly CliEnvironment _env;
+    private readonly List<RunImageEntry> _summary = new();
 
     /// <summary>Creates a runner.</summary>
     public ExplainRunner(ExplainSettings settings, CliEnvironment environment)
@@ -110,6 +111,7 @@ public sealed class ExplainRunner
         progress?.Finish();
 
         var succeeded = s.Images.Count - failures.Count;
+        WriteSummary(failures, total.Elapsed.TotalSeconds);
         if (!s.Quiet)
         {
             _env.Out.WriteLine(FormattableString.Invariant(
@@ -193,6 +195,7 @@ public sealed class ExplainRunner
                     RootdtdVersion = Version,
                 };
                 File.WriteAllText(Out(files.Report), JsonSerializer.Serialize(report, ImageReport.JsonOptions));
+                _summary.Add(new RunImageEntry(path, stem, explained, report.Conservation.RelativeError, report.Conservation.Expected, report.Conservation.Lost, files));
 
                 if (!s.Quiet)
                 {
@@ -217,6 +220,51 @@ public sealed class ExplainRunner
                 failures.Add(path);
             }
         }
+    }
+
+    /// <summary>
+    /// The run summary beside the per-image reports: <c>index.json</c> (the run and one entry per image, with stable
+    /// keys) and <c>index.html</c> (every image's overlay and heatmap with its class and conservation, linking the files).
+    /// </summary>
+    private void WriteSummary(List<string> failures, double seconds)
+    {
+        var s = _settings;
+        var summary = new RunSummary(s.Method.Text, s.Method.Method.Name, s.Architecture, s.WeightsPath, s.Images.Count, _summary.Count, failures,
+            Math.Round(seconds, 3), _summary, Version);
+        try
+        {
+            RootDtd.IO.AtomicFile.WriteAllText(Out("index.json"), JsonSerializer.Serialize(summary, ImageReport.JsonOptions));
+            RootDtd.IO.AtomicFile.WriteAllText(Out("index.html"), SummaryHtml(summary));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _env.WriteError($"Cannot write the run summary (index.json, index.html) in '{s.OutputDirectory}': {e.Message}");
+        }
+    }
+
+    internal static string SummaryHtml(RunSummary summary)
+    {
+        static string H(string? text) => System.Net.WebUtility.HtmlEncode(text ?? string.Empty);
+        static string U(string file) => Uri.EscapeDataString(file);
+        var sb = new System.Text.StringBuilder();
+        sb.Append("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>rootdtd: ").Append(H(summary.Method)).Append(" on ").Append(summary.Explained.ToString(CultureInfo.InvariantCulture))
+          .Append(" images</title><style>body{font-family:sans-serif}td,th{padding:4px 8px;text-align:left;vertical-align:top}img{max-width:300px}</style></head><body>\n");
+        sb.Append("<h1>").Append(H(summary.Method)).Append("</h1>\n<p>")
+          .Append(H(FormattableString.Invariant($"{summary.Architecture}, weights {summary.Weights ?? "none (random)"}; {summary.Explained} of {summary.Images} image(s) explained in {summary.Seconds:0.#} s; rootdtd {summary.RootdtdVersion}")))
+          .Append("</p>\n");
+        if (summary.Failed.Count > 0) sb.Append("<p>Failed: ").Append(H(string.Join(", ", summary.Failed))).Append("</p>\n");
+        sb.Append("<table><thead><tr><th>image</th><th>overlay</th><th>heatmap</th><th>class</th><th>logit</th><th>conservation</th></tr></thead><tbody>\n");
+        foreach (var e in summary.Entries)
+        {
+            var name = e.Explained.ClassName is null ? e.Explained.ClassIndex.ToString(CultureInfo.InvariantCulture) : FormattableString.Invariant($"{e.Explained.ClassIndex} ({e.Explained.ClassName})");
+            var conservation = e.ConservationExpected == "not_expected" ? "not compared" : FormattableString.Invariant($"{e.ConservationRelativeError:0.##e+0}") + (e.ConservationLost ? " (lost)" : string.Empty);
+            sb.Append("<tr><td><a href=\"").Append(U(e.Files.Report)).Append("\">").Append(H(e.Image)).Append("</a></td>")
+              .Append("<td><img alt=\"overlay\" src=\"").Append(U(e.Files.Overlay)).Append("\"></td>")
+              .Append("<td><img alt=\"heatmap\" src=\"").Append(U(e.Files.Heatmap)).Append("\"></td>")
+              .Append("<td>").Append(H(name)).Append("</td><td>").Append(e.Explained.Logit.ToString("g4", CultureInfo.InvariantCulture)).Append("</td><td>").Append(H(conservation)).Append("</td></tr>\n");
+        }
+        sb.Append("</tbody></table>\n</body></html>\n");
+        return sb.ToString();
     }
 
     private List<LayerEntry> WriteLayers(Explanation explanation, int k, string stem, LoadedImage image, Tensor heatmap, string? figureName)

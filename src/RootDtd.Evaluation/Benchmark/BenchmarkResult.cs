@@ -1,4 +1,6 @@
+using System.Globalization;
 using RootDtd.Evaluation.Metrics;
+using RootDtd.Evaluation.Sharding;
 
 namespace RootDtd.Evaluation.Benchmark;
 
@@ -64,6 +66,62 @@ public sealed class MethodResult
     /// <summary>Gallery heatmaps [G,H,W] as float arrays (row-major), if collected.</summary>
     public float[][]? GalleryHeatmaps { get; internal set; }
 
+    /// <summary>
+    /// The result of one method from the states of its shards (or of one run): sums are merged exactly, so the metrics
+    /// do not depend on how the samples were split; measured times are summed.
+    /// </summary>
+    /// <param name="options">Options of the run.</param>
+    /// <param name="states">The method's state in every shard, in shard order.</param>
+    internal static MethodResult FromStates(BenchmarkOptions options, IReadOnlyList<MethodState> states)
+    {
+        var first = states[0];
+        var result = new MethodResult(new BenchmarkMethod(first.Label, first.Spec), first.IsAblation);
+        result.Error = states.Select(s => s.Error).FirstOrDefault(e => e is not null);
+        result.Seconds = states.Sum(s => s.Seconds);
+        var explained = states.Sum(s => s.Explained);
+        result.MillisecondsPerImage = explained > 0 ? states.Sum(s => s.ExplainMilliseconds) / explained : double.NaN;
+        var conservation = states.Aggregate(ExactSum.Zero, (a, s) => a + s.Conservation);
+        result.ConservationError = explained > 0 ? conservation.ToDouble() / explained : double.NaN;
+        result.GalleryHeatmaps = states.Select(s => s.Gallery).FirstOrDefault(g => g is not null);
+        if (states.Any(s => s.Perturbation is { Samples: > 0 }))
+        {
+            using var p = new PixelPerturbationAccumulator(BenchmarkRunner.PerturbationOptionsOf(options));
+            foreach (var s in states) if (s.Perturbation is { } ps) p.Merge(ps);
+            result.Curves = p.Result(result.Label);
+        }
+        if (states.Any(s => s.Localization is { Images: > 0 }))
+        {
+            using var l = new LocalizationAccumulator();
+            foreach (var s in states) if (s.Localization is { } ls) l.Merge(ls);
+            result.Localization = l.Result(result.Label);
+        }
+        if (states.Any(s => s.Pgd is not null))
+        {
+            var pgd = states.Where(s => s.Pgd is not null).Select(s => s.Pgd!).ToList();
+            int samples = pgd.Sum(c => c.Samples), correct = pgd.Sum(c => c.InitiallyCorrect), successes = pgd.Sum(c => c.Successes);
+            var iterations = pgd.Sum(c => c.IterationSum);
+            if (samples > 0) result.Pgd = new PgdResult(result.Label, samples, correct, successes, successes > 0 ? (double)iterations / successes : double.NaN);
+        }
+        var scores = states.SelectMany(s => s.RootScores).ToList();
+        if (scores.Count > 0)
+        {
+            result.RootUnit = states.Select(s => s.RootUnit).FirstOrDefault(u => u is not null);
+            double[] Column(int c) => scores.Select(v => v[c]).ToArray();
+            result.RootScores = new RootScoreResult(Column(0), Column(1), Column(2), Column(3), Column(4), Column(5));
+        }
+        var units = new List<string>();
+        foreach (var r in states.SelectMany(s => s.Regions)) if (!units.Contains(r.Unit)) units.Add(r.Unit);
+        result.LinearRegions = units.Select(u =>
+        {
+            var parts = states.SelectMany(s => s.Regions).Where(r => r.Unit == u).ToList();
+            var n = parts.Sum(r => r.Samples);
+            var msd = parts.Aggregate(ExactSum.Zero, (a, r) => a + r.MeanSquaredDifference).ToDouble();
+            var same = parts.Aggregate(ExactSum.Zero, (a, r) => a + r.SameState).ToDouble();
+            return new UnitLinearRegion(u, n, msd / n, same / n, (double)parts.Sum(r => r.Identical) / n);
+        }).ToArray();
+        return result;
+    }
+
     /// <summary>Value of a perturbation curve's AUC.</summary>
     /// <param name="order">Order.</param>
     /// <param name="schedule">Schedule name.</param>
@@ -115,4 +173,71 @@ public sealed class BenchmarkResult
 
     /// <summary>Gallery: images [G] as [0,1] RGB arrays (3·H·W, CHW), masks (H·W), labels.</summary>
     public List<(float[] Image, byte[] Mask, int Label)> Gallery { get; } = new();
+
+    /// <summary>
+    /// The result of a run from the states of its shards (<c>rootdtd merge</c>) or of one run: the same numbers and
+    /// the same order whichever way the samples were split, because every sum is exact (<see cref="ExactSum"/>) and
+    /// the shards are whole batches. Measured times (ms/img, seconds) are summed over the shards.
+    /// </summary>
+    /// <param name="options">Options of the run (the same in every shard).</param>
+    /// <param name="states">One state per shard, complete, covering the samples without gaps or overlaps.</param>
+    /// <exception cref="ArgumentException">The states do not belong together or do not cover the dataset.</exception>
+    public static BenchmarkResult FromStates(BenchmarkOptions options, IReadOnlyList<BenchmarkRunState> states)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(states);
+        return FromStatesCore(options, states);
+    }
+
+    /// <summary>
+    /// <see cref="FromStates(BenchmarkOptions, IReadOnlyList{BenchmarkRunState})"/> with the options stored in the
+    /// states (<c>rootdtd merge</c>).
+    /// </summary>
+    /// <param name="states">One state per shard.</param>
+    public static BenchmarkResult FromStates(IReadOnlyList<BenchmarkRunState> states)
+    {
+        ArgumentNullException.ThrowIfNull(states);
+        if (states.Count == 0) throw new ArgumentException("No shard states were given.", nameof(states));
+        return FromStatesCore(states[0].Settings.ToOptions(), states);
+    }
+
+    private static BenchmarkResult FromStatesCore(BenchmarkOptions options, IReadOnlyList<BenchmarkRunState> states)
+    {
+        if (states.Count == 0) throw new ArgumentException("No shard states were given.", nameof(states));
+        var ordered = states.OrderBy(s => s.Shard.Start).ThenBy(s => s.Shard.Index).ToList();
+        var total = ordered[0].Shard.Total;
+        var next = 0;
+        foreach (var s in ordered)
+        {
+            if (s.Fingerprint != ordered[0].Fingerprint)
+                throw new ArgumentException($"Shard {s.Shard.Index}/{s.Shard.Count} was run with other settings ({s.Fingerprint}) than shard {ordered[0].Shard.Index}/{ordered[0].Shard.Count} ({ordered[0].Fingerprint}).", nameof(states));
+            if (!s.Complete) throw new ArgumentException($"Shard {s.Shard.Index}/{s.Shard.Count} is not finished (run it again with --resume).", nameof(states));
+            if (s.Shard.Start != next)
+                throw new ArgumentException(s.Shard.Start > next
+                    ? string.Create(CultureInfo.InvariantCulture, $"Samples {next} … {s.Shard.Start - 1} are in no shard: a shard is missing.")
+                    : string.Create(CultureInfo.InvariantCulture, $"Shard {s.Shard.Index}/{s.Shard.Count} overlaps another one (it starts at {s.Shard.Start}, before {next})."), nameof(states));
+            next = s.Shard.Start + s.Shard.Length;
+        }
+        if (next != total) throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Samples {next} … {total - 1} are in no shard: a shard is missing."), nameof(states));
+
+        var withData = ordered.Where(s => s.Shard.Length > 0).ToList();
+        var result = new BenchmarkResult(options)
+        {
+            Samples = total,
+            Height = withData.Select(s => s.Height).FirstOrDefault(),
+            Width = withData.Select(s => s.Width).FirstOrDefault(),
+            PgdSamples = (int)Math.Min(total, options.PgdSamples ?? total),
+            AblationSampleCount = ordered[0].Ablations.Count > 0 ? (int)Math.Min(total, options.AblationSamples ?? total) : 0,
+            CleanAccuracy = total > 0 ? (double)ordered.Sum(s => s.CleanCorrect) / total : double.NaN,
+            Seconds = ordered.Sum(s => s.Seconds),
+        };
+        result.Skipped.AddRange(ordered[0].Skipped);
+        foreach (var g in ordered.SelectMany(s => s.Gallery)) result.Gallery.Add((g.Image, g.Mask, g.Label));
+        List<MethodResult> Rows(Func<BenchmarkRunState, List<MethodState>> select) =>
+            select(ordered[0]).Select((m, k) => MethodResult.FromStates(options, ordered.Select(s => select(s)[k]).ToList())).ToList();
+        result.References.AddRange(Rows(s => s.References));
+        result.Methods.AddRange(Rows(s => s.Methods));
+        result.Ablations.AddRange(Rows(s => s.Ablations));
+        return result;
+    }
 }

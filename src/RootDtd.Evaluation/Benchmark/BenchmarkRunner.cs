@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using RootDtd.Composites;
 using RootDtd.Evaluation.Metrics;
+using RootDtd.Evaluation.Sharding;
 using RootDtd.Evaluation.Training;
 using RootDtd.Graph;
 using TorchSharp;
@@ -41,7 +42,7 @@ public sealed class BenchmarkRunner
 
     private Tensor Forward(Tensor x) => _model.forward(x);
 
-    /// <summary>Runs the benchmark.</summary>
+    /// <summary>Runs the benchmark on the whole split.</summary>
     /// <param name="images">Normalised images [N,C,H,W] (CPU).</param>
     /// <param name="masks">Masks [N,H,W] integer (0 background, 255 ignore, other foreground).</param>
     /// <param name="labels">Labels int64 [N].</param>
@@ -49,66 +50,120 @@ public sealed class BenchmarkRunner
     public BenchmarkResult Run(Tensor images, Tensor masks, Tensor labels)
     {
         ArgumentNullException.ThrowIfNull(images);
+        var state = RunShard(images, masks, labels, BenchmarkShard.Whole((int)images.shape[0]));
+        return BenchmarkResult.FromStates(_options, new[] { state });
+    }
+
+    /// <summary>
+    /// Runs the benchmark on one shard and returns its state (sums that <see cref="BenchmarkResult.FromStates(IReadOnlyList{BenchmarkRunState})"/> merges
+    /// exactly with the other shards' into the report of one run).
+    /// </summary>
+    /// <param name="images">The shard's normalised images [L,C,H,W] (samples <see cref="BenchmarkShard.Start"/> … of the dataset).</param>
+    /// <param name="masks">Their masks [L,H,W].</param>
+    /// <param name="labels">Their labels [L].</param>
+    /// <param name="shard">Which slice of the dataset they are (made with <see cref="BenchmarkShard.Of"/> and this run's batch size).</param>
+    /// <param name="resume">The state of an interrupted run of the same shard: finished batches are not run again.</param>
+    /// <param name="checkpoint">Called with the state after every completed batch and stage (write it atomically to resume from it).</param>
+    /// <returns>The shard's state.</returns>
+    public BenchmarkRunState RunShard(Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, BenchmarkRunState? resume = null, Action<BenchmarkRunState>? checkpoint = null)
+    {
+        ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(masks);
         ArgumentNullException.ThrowIfNull(labels);
-        using (var probe = new EvaluationBatch(images.alias(), labels.alias(), masks.alias())) { }
+        ArgumentNullException.ThrowIfNull(shard);
+        if (images.shape[0] != shard.Length)
+            throw new ArgumentException($"The shard has {shard.Length} samples but {images.shape[0]} images were given.", nameof(images));
+        if (shard.Start % _options.BatchSize != 0 && shard.Length > 0)
+            throw new ArgumentException($"A shard must start at a batch boundary (a multiple of {_options.BatchSize}); it starts at {shard.Start}.", nameof(shard));
+        if (shard.Length > 0) using (var probe = new EvaluationBatch(images.alias(), labels.alias(), masks.alias())) { }
+        var fingerprint = Fingerprint(shard.Total);
+        if (resume is not null && (resume.Fingerprint != fingerprint || resume.Shard != shard))
+            throw new ArgumentException($"The state to resume was written by another run (shard {resume.Shard.Index}/{resume.Shard.Count}, {resume.Fingerprint}); this is shard {shard.Index}/{shard.Count}, {fingerprint}.", nameof(resume));
         var total = Stopwatch.StartNew();
         _model.eval();
-        var result = new BenchmarkResult(_options)
+        var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = BenchmarkSettings.Of(_options) };
+        var previousSeconds = state.Seconds;
+        if (shard.Length > 0)
         {
-            Samples = (int)images.shape[0],
-            Height = (int)images.shape[2],
-            Width = (int)images.shape[3],
-            PgdSamples = (int)Math.Min(images.shape[0], _options.PgdSamples ?? images.shape[0]),
-        };
-        result.CleanAccuracy = SyntheticTrainer.Accuracy(_model, images, labels);
-        _log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{_options.ModelName}] {result.Samples} samples, clean accuracy {result.CleanAccuracy:P1}"));
+            state.Height = (int)images.shape[2];
+            state.Width = (int)images.shape[3];
+            if (resume is null) state.CleanCorrect = (int)Math.Round(SyntheticTrainer.Accuracy(_model, images, labels) * shard.Length);
+        }
+        _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"[{_options.ModelName}] {shard.Length} samples{(shard.Count > 1 ? $" (shard {shard.Index}/{shard.Count}: {shard.Start} … {shard.Start + shard.Length - 1} of {shard.Total})" : "")}, clean accuracy {(shard.Length > 0 ? (double)state.CleanCorrect / shard.Length : double.NaN):P1}"));
 
         var methods = BenchmarkMethods.Resolve(_options.Methods, out var skipped);
-        result.Skipped.AddRange(skipped);
+        var allSkipped = new List<SkippedMethod>(skipped);
         IReadOnlyList<BenchmarkMethod> ablations = Array.Empty<BenchmarkMethod>();
         if (_options.Ablations.Count > 0)
         {
             ablations = BenchmarkMethods.ResolveAblations(_options.Ablations, out var skippedAblations);
-            result.Skipped.AddRange(skippedAblations);
+            allSkipped.AddRange(skippedAblations);
+        }
+        if (resume is null) state.Skipped.AddRange(allSkipped);
+        foreach (var s in allSkipped) _log?.WriteLine($"warning: skipping '{s.Label}' ({s.Spec}): {s.Reason}");
+
+        if (resume is null) CollectGallery(state, images, masks, labels, shard);
+        var count = methods.Count + ablations.Count + 1;
+        void Save()
+        {
+            state.Seconds = previousSeconds + total.Elapsed.TotalSeconds;
+            checkpoint?.Invoke(state);
         }
 
-        foreach (var s in result.Skipped) _log?.WriteLine($"warning: skipping '{s.Label}' ({s.Spec}): {s.Reason}");
-
-        CollectGallery(result, images, masks, labels);
-        var count = methods.Count + ablations.Count + 1;
-        RunReferences(result, images, masks, labels, count);
+        RunReferences(state, images, masks, labels, shard, count, Save);
         var index = 1;
-        foreach (var m in methods) result.Methods.Add(RunMethod(m, false, images, masks, labels, index++, count));
+        foreach (var m in methods) RunMethod(StateOf(state.Methods, m, false), m, false, images, masks, labels, shard, shard.Length, index++, count, Save);
         if (ablations.Count > 0)
         {
-            var n = (int)Math.Min(images.shape[0], _options.AblationSamples ?? images.shape[0]);
-            result.AblationSampleCount = n;
-            using var ai = images.narrow(0, 0, n);
-            using var am = masks.narrow(0, 0, n);
-            using var al = labels.narrow(0, 0, n);
-            foreach (var m in ablations) result.Ablations.Add(RunMethod(m, true, ai, am, al, index++, count));
+            // the ablations run on the dataset's first AblationSamples samples: this shard's part of them
+            var n = Math.Clamp((_options.AblationSamples ?? shard.Total) - shard.Start, 0, shard.Length);
+            foreach (var m in ablations) RunMethod(StateOf(state.Ablations, m, true), m, true, images, masks, labels, shard, n, index++, count, Save);
         }
-        result.Seconds = total.Elapsed.TotalSeconds;
-        _log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{_options.ModelName}] done in {result.Seconds:F0} s"));
-        return result;
+        state.Complete = true;
+        Save();
+        _log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{_options.ModelName}] done in {total.Elapsed.TotalSeconds:F0} s"));
+        return state;
+    }
+
+    /// <summary>What must agree between the shards of one evaluation (and between a run and the state it resumes).</summary>
+    private string Fingerprint(int totalSamples) => string.Create(CultureInfo.InvariantCulture,
+        $"model={_options.ModelName}; data={_options.DataDescription}; samples={totalSamples}; methods={string.Join(",", _options.Methods.Select(m => m.Label + "=" + m.Spec))}; " +
+        $"ablations={string.Join(",", _options.Ablations.Select(a => a.Label))}; protocols={_options.Protocols}; batch={_options.BatchSize}; pgd={_options.PgdSamples}; " +
+        $"ablation-samples={_options.AblationSamples}; gallery={_options.GallerySamples}; seed={_options.RandomSeed}; schedules={string.Join(",", _options.Perturbation.Schedules.Select(x => x.Name))}; " +
+        $"pgd-options={_options.Pgd.Epsilon:R}/{_options.Pgd.StepSize}/{_options.Pgd.MaxIterations}/{_options.Pgd.TopK}/{_options.Pgd.RecomputeHeatmap}");
+
+    private static MethodState StateOf(List<MethodState> list, BenchmarkMethod method, bool isAblation)
+    {
+        var existing = list.FirstOrDefault(m => m.Label == method.Label && m.Spec == method.Spec);
+        if (existing is not null) return existing;
+        var created = new MethodState { Label = method.Label, Spec = method.Spec, IsAblation = isAblation };
+        list.Add(created);
+        return created;
     }
 
     private PixelPerturbationOptions PerturbationOptions => _options.Perturbation with { Normalization = _options.Normalization, Target = ExplanationTarget.TrueLabel };
 
     private PgdOptions PgdOptions => _options.Pgd with { Normalization = _options.Normalization };
 
-    private IEnumerable<(Tensor X, Tensor Y, Tensor M, int Start)> Batches(Tensor images, Tensor masks, Tensor labels, int count)
+    /// <summary>The options' perturbation settings as the runner uses them (for merging states).</summary>
+    internal static PixelPerturbationOptions PerturbationOptionsOf(BenchmarkOptions options) =>
+        options.Perturbation with { Normalization = options.Normalization, Target = ExplanationTarget.TrueLabel };
+
+    /// <summary>Batches of the first <paramref name="count"/> samples of the shard, with their global start index.</summary>
+    private IEnumerable<(Tensor X, Tensor Y, Tensor M, int Start)> Batches(Tensor images, Tensor masks, Tensor labels, int count, BenchmarkShard shard)
     {
         for (var s = 0; s < count; s += _options.BatchSize)
         {
             var len = Math.Min(_options.BatchSize, count - s);
-            yield return (images.narrow(0, s, len), labels.narrow(0, s, len).to(ScalarType.Int64), masks.narrow(0, s, len), s);
+            yield return (images.narrow(0, s, len), labels.narrow(0, s, len).to(ScalarType.Int64), masks.narrow(0, s, len), shard.Start + s);
         }
     }
 
-    private void CollectGallery(BenchmarkResult result, Tensor images, Tensor masks, Tensor labels)
+    private void CollectGallery(BenchmarkRunState state, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard)
     {
+        // the gallery shows the dataset's first samples: they are in the shard that starts at 0
+        if (shard.Start != 0) return;
         var g = (int)Math.Min(_options.GallerySamples, images.shape[0]);
         if (g == 0) return;
         using var scope = torch.NewDisposeScope();
@@ -116,73 +171,92 @@ public sealed class BenchmarkRunner
         var m = masks.narrow(0, 0, g).to(ScalarType.Byte).cpu();
         var y = labels.narrow(0, 0, g).to(ScalarType.Int64).cpu().data<long>().ToArray();
         for (var i = 0; i < g; i++)
-            result.Gallery.Add((x[i].contiguous().data<float>().ToArray(), m[i].contiguous().data<byte>().ToArray(), (int)y[i]));
+            state.Gallery.Add(new GallerySample(x[i].contiguous().data<float>().ToArray(), m[i].contiguous().data<byte>().ToArray(), (int)y[i]));
     }
 
-    private void RunReferences(BenchmarkResult result, Tensor images, Tensor masks, Tensor labels, int methodCount)
+    private void RunReferences(BenchmarkRunState state, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int methodCount, Action save)
     {
+        var random = StateOf(state.References, new BenchmarkMethod("random (reference)", "random"), false);
+        var empty = StateOf(state.References, new BenchmarkMethod("empty (reference)", "empty"), false);
+        if (random.Complete && empty.Complete) return;
         var clock = Stopwatch.StartNew();
-        var random = new MethodResult(new BenchmarkMethod("random (reference)", "random"), false);
-        var empty = new MethodResult(new BenchmarkMethod("empty (reference)", "empty"), false);
+        var previous = random.Seconds;
         var protocols = _options.Protocols;
         using var pRandom = new PixelPerturbationAccumulator(PerturbationOptions);
         using var pEmpty = new PixelPerturbationAccumulator(PerturbationOptions);
         using var lRandom = new LocalizationAccumulator();
         using var lEmpty = new LocalizationAccumulator();
-        foreach (var (x, y, m, start) in Batches(images, masks, labels, result.Samples))
+        if (random.Perturbation is { } pr) pRandom.Merge(pr);
+        if (empty.Perturbation is { } pe) pEmpty.Merge(pe);
+        if (random.Localization is { } lr) lRandom.Merge(lr);
+        if (empty.Localization is { } le) lEmpty.Merge(le);
+        foreach (var (x, y, m, start) in Batches(images, masks, labels, shard.Length, shard))
         {
+            if (random.BatchesDone.Contains(start)) continue;
             using var scope = torch.NewDisposeScope();
             var shape = new[] { x.shape[0], x.shape[2], x.shape[3] };
             var rnd = Localization.RandomMaps(_options.RandomSeed + start, shape, x.device);
-            var zero = torch.zeros(shape);
+            var zero = torch.zeros(shape, device: x.device);
             if (protocols.HasFlag(BenchmarkProtocols.Perturbation))
             {
                 pRandom.Add(Forward, x, y, rnd);
                 pEmpty.Add(Forward, x, y, zero);
+                random.Perturbation = pRandom.State;
+                empty.Perturbation = pEmpty.State;
             }
 
             if (protocols.HasFlag(BenchmarkProtocols.Localization))
             {
                 lRandom.Add(rnd, m);
                 lEmpty.Add(zero, m);
+                random.Localization = lRandom.State;
+                empty.Localization = lEmpty.State;
             }
 
-            _progress?.Report(new BenchmarkProgress("references", "perturb+localise", 0, methodCount, start + (int)x.shape[0], result.Samples));
+            random.BatchesDone.Add(start);
+            empty.BatchesDone.Add(start);
+            random.Explained = empty.Explained += (int)x.shape[0];
+            random.Seconds = empty.Seconds = previous + clock.Elapsed.TotalSeconds;
+            _progress?.Report(new BenchmarkProgress("references", "perturb+localise", 0, methodCount, start - shard.Start + (int)x.shape[0], shard.Length));
+            save();
         }
 
-        if (protocols.HasFlag(BenchmarkProtocols.Perturbation))
+        if (protocols.HasFlag(BenchmarkProtocols.Pgd) && random.Pgd is null)
         {
-            random.Curves = pRandom.Result(random.Label);
-            empty.Curves = pEmpty.Result(empty.Label);
+            // the random maps of a PGD step depend only on the batch's global start and the call within the batch
+            int batchStart = 0, call = 0;
+            HeatmapSource source = (x, _) => Localization.RandomMaps(unchecked(_options.RandomSeed + 1_000_000 + 7919 * batchStart + 1000 * call++), new[] { x.shape[0], x.shape[2], x.shape[3] }, x.device);
+            var pgdCount = PgdCount(shard);
+            var pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount, shard, s => (batchStart, call) = (s, 0)), PgdOptions, random.Label);
+            random.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
         }
 
-        if (protocols.HasFlag(BenchmarkProtocols.Localization))
-        {
-            random.Localization = lRandom.Result(random.Label);
-            empty.Localization = lEmpty.Result(empty.Label);
-        }
-
-        if (protocols.HasFlag(BenchmarkProtocols.Pgd))
-        {
-            var calls = 0;
-            HeatmapSource source = (x, _) => Localization.RandomMaps(_options.RandomSeed + 1_000_000 + 1000 * calls++, new[] { x.shape[0], x.shape[2], x.shape[3] }, x.device);
-            random.Pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, result.PgdSamples), PgdOptions, random.Label);
-        }
-
-        random.Seconds = empty.Seconds = clock.Elapsed.TotalSeconds;
-        result.References.Add(random);
-        result.References.Add(empty);
+        random.Seconds = empty.Seconds = previous + clock.Elapsed.TotalSeconds;
+        random.Complete = empty.Complete = true;
+        save();
     }
 
-    private IEnumerable<EvaluationBatch> PgdBatches(Tensor images, Tensor masks, Tensor labels, int count)
+    /// <summary>Σ iterations of the successful attacks, recovered exactly from the mean (an integer sum divided by the successes).</summary>
+    private static long Iterations(PgdResult pgd) => pgd.Successes > 0 ? (long)Math.Round(pgd.MeanIterations * pgd.Successes) : 0;
+
+    /// <summary>This shard's part of the dataset's first PgdSamples samples.</summary>
+    private int PgdCount(BenchmarkShard shard) => Math.Clamp((_options.PgdSamples ?? shard.Total) - shard.Start, 0, shard.Length);
+
+    private IEnumerable<EvaluationBatch> PgdBatches(Tensor images, Tensor masks, Tensor labels, int count, BenchmarkShard shard, Action<int>? onBatch = null)
     {
-        foreach (var (x, y, m, _) in Batches(images, masks, labels, count)) yield return new EvaluationBatch(x, y, m);
+        foreach (var (x, y, m, start) in Batches(images, masks, labels, count, shard))
+        {
+            onBatch?.Invoke(start);
+            yield return new EvaluationBatch(x, y, m);
+        }
     }
 
-    private MethodResult RunMethod(BenchmarkMethod method, bool isAblation, Tensor images, Tensor masks, Tensor labels, int index, int methodCount)
+    private void RunMethod(MethodState state, BenchmarkMethod method, bool isAblation, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int samples,
+        int index, int methodCount, Action save)
     {
-        var result = new MethodResult(method, isAblation);
+        if (state.Complete) return;
         var clock = Stopwatch.StartNew();
+        var previous = state.Seconds;
         var protocols = _options.Protocols;
         try
         {
@@ -191,95 +265,88 @@ public sealed class BenchmarkRunner
             using var high = SyntheticModels.Bounds(1, _options.Normalization);
             var wantRoots = protocols.HasFlag(BenchmarkProtocols.RootChecks);
             // within a batch the explainer reports per graph unit (only during the main loop: PGD re-explains too)
-            int batchStart = 0, batchLength = 0, total = (int)images.shape[0];
+            int batchStart = 0, batchLength = 0;
             var inMainLoop = false;
             var unitProgress = _progress is null ? null : new SyncProgress<ExplanationProgress>(p =>
             {
                 if (inMainLoop)
-                    _progress.Report(new BenchmarkProgress(method.Label, "explain+perturb+localise", index, methodCount, batchStart + (int)(p.Fraction * batchLength), total));
+                    _progress.Report(new BenchmarkProgress(method.Label, "explain+perturb+localise", index, methodCount, batchStart + (int)(p.Fraction * batchLength), samples));
             });
             using var explainer = new Explainer(_model, composite, new ExplainerOptions { InputLow = low, InputHigh = high, RecordRoots = wantRoots, Progress = unitProgress });
             var firstUnit = explainer.Graph.Units.FirstOrDefault()?.Name;
             using var perturbation = new PixelPerturbationAccumulator(PerturbationOptions);
             using var localization = new LocalizationAccumulator();
-            var explainTime = TimeSpan.Zero;
-            double conservation = 0;
-            var scoreParts = new List<RootScoreResult>();
-            var regions = new Dictionary<string, (int N, double Msd, double Same, double Identical)>(StringComparer.Ordinal);
-            var regionOrder = new List<string>();
-            var gallery = new List<float[]>();
-            var explained = protocols.HasFlag(BenchmarkProtocols.Perturbation) || protocols.HasFlag(BenchmarkProtocols.Localization) || wantRoots ? (int)images.shape[0] : 0;
-            foreach (var (x, y, m, start) in Batches(images, masks, labels, explained))
+            if (state.Perturbation is { } ps) perturbation.Merge(ps);
+            if (state.Localization is { } ls) localization.Merge(ls);
+            var explained = protocols.HasFlag(BenchmarkProtocols.Perturbation) || protocols.HasFlag(BenchmarkProtocols.Localization) || wantRoots ? samples : 0;
+            foreach (var (x, y, m, start) in Batches(images, masks, labels, explained, shard))
             {
+                if (state.BatchesDone.Contains(start)) continue;
                 using var scope = torch.NewDisposeScope();
-                var targets = y.data<long>().ToArray();
+                var targets = y.cpu().data<long>().ToArray();
                 var t0 = Stopwatch.GetTimestamp();
-                (batchStart, batchLength, inMainLoop) = (start, (int)x.shape[0], true);
+                (batchStart, batchLength, inMainLoop) = (start - shard.Start, (int)x.shape[0], true);
                 using var e = explainer.Explain(x, targets);
                 inMainLoop = false;
                 var heat = e.Heatmap;
                 heat.sum().item<float>(); // make the timing honest on asynchronous devices
-                explainTime += Stopwatch.GetElapsedTime(t0);
-                var logits = e.Logits.gather(1, y.unsqueeze(1)).squeeze(1).to(ScalarType.Float64).cpu().data<double>().ToArray();
-                for (var i = 0; i < logits.Length; i++)
+                state.ExplainMilliseconds += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                var conservation = state.Conservation;
+                for (var i = 0; i < targets.Length; i++)
                     conservation += Math.Abs(e.Conservation.InputSum[i] - e.Conservation.StartRelevance[i]) / Math.Max(Math.Abs(e.Conservation.StartRelevance[i]), 1e-12);
-                if (protocols.HasFlag(BenchmarkProtocols.Perturbation)) perturbation.Add(Forward, x, y, heat);
-                if (protocols.HasFlag(BenchmarkProtocols.Localization)) localization.Add(heat, m);
+                state.Conservation = conservation;
+                if (protocols.HasFlag(BenchmarkProtocols.Perturbation))
+                {
+                    perturbation.Add(Forward, x, y, heat);
+                    state.Perturbation = perturbation.State;
+                }
+                if (protocols.HasFlag(BenchmarkProtocols.Localization))
+                {
+                    localization.Add(heat, m);
+                    state.Localization = localization.State;
+                }
                 if (start == 0 && _options.GallerySamples > 0)
                 {
                     var cpu = heat.detach().to(ScalarType.Float32).cpu();
-                    for (var i = 0; i < Math.Min(_options.GallerySamples, heat.shape[0]); i++) gallery.Add(cpu[i].contiguous().data<float>().ToArray());
+                    state.Gallery = Enumerable.Range(0, (int)Math.Min(_options.GallerySamples, heat.shape[0])).Select(i => cpu[i].contiguous().data<float>().ToArray()).ToArray();
                 }
 
-                if (wantRoots) CollectRootChecks(explainer, e, firstUnit, x, y, scoreParts, regions, regionOrder);
-                _progress?.Report(new BenchmarkProgress(method.Label, "explain+perturb+localise", index, methodCount, start + (int)x.shape[0], (int)images.shape[0]));
+                if (wantRoots) CollectRootChecks(explainer, e, firstUnit, x, y, state);
+                state.Explained += targets.Length;
+                state.BatchesDone.Add(start);
+                state.Seconds = previous + clock.Elapsed.TotalSeconds;
+                _progress?.Report(new BenchmarkProgress(method.Label, "explain+perturb+localise", index, methodCount, start - shard.Start + (int)x.shape[0], samples));
+                save();
             }
 
-            var n = explained;
-            result.MillisecondsPerImage = n > 0 ? explainTime.TotalMilliseconds / n : double.NaN;
-            result.ConservationError = n > 0 ? conservation / n : double.NaN;
-            var traits = MethodTraits.Of(method.Spec);
-            if (n > 0 && traits.LostConservation(result.ConservationError))
-                _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"warning: '{method.Label}' {traits.ConservationText}, but its mean conservation error is {result.ConservationError:g3} (more than {traits.WarningThreshold:g2}): relevance is absorbed or explodes somewhere; its maps and metrics may mean little."));
-            if (gallery.Count > 0) result.GalleryHeatmaps = gallery.ToArray();
-            if (protocols.HasFlag(BenchmarkProtocols.Perturbation) && perturbation.Samples > 0) result.Curves = perturbation.Result(method.Label);
-            if (protocols.HasFlag(BenchmarkProtocols.Localization) && localization.Images > 0) result.Localization = localization.Result(method.Label);
-            if (scoreParts.Count > 0)
-            {
-                result.RootUnit = firstUnit;
-                result.RootScores = new RootScoreResult(
-                    scoreParts.SelectMany(s => s.LogitInput).ToArray(), scoreParts.SelectMany(s => s.LogitSignal).ToArray(), scoreParts.SelectMany(s => s.LogitRoot).ToArray(),
-                    scoreParts.SelectMany(s => s.ProbabilityInput).ToArray(), scoreParts.SelectMany(s => s.ProbabilitySignal).ToArray(), scoreParts.SelectMany(s => s.ProbabilityRoot).ToArray());
-            }
-
-            result.LinearRegions = regionOrder.Select(u =>
-            {
-                var r = regions[u];
-                return new UnitLinearRegion(u, r.N, r.Msd / r.N, r.Same / r.N, r.Identical / r.N);
-            }).ToArray();
-
-            if (protocols.HasFlag(BenchmarkProtocols.Pgd) && !isAblation)
+            if (protocols.HasFlag(BenchmarkProtocols.Pgd) && !isAblation && state.Pgd is null)
             {
                 HeatmapSource source = (x, t) =>
                 {
                     using var e = explainer.Explain(x, t.to(ScalarType.Int64).cpu().data<long>().ToArray());
                     return e.Heatmap.detach().clone();
                 };
-                var pgdCount = (int)Math.Min(images.shape[0], _options.PgdSamples ?? images.shape[0]);
-                result.Pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount), PgdOptions, method.Label,
+                var pgdCount = PgdCount(shard);
+                var pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount, shard), PgdOptions, method.Label,
                     new SyncProgress<EvaluationProgress>(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))));
+                state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
         }
         catch (Exception e) when (e is ArgumentException or ExplanationException or InvalidOperationException or ExternalException)
         {
-            result.Error = e.Message;
+            state.Error = e.Message;
             _log?.WriteLine($"warning: method '{method.Label}' failed: {e.Message}");
         }
 
-        result.Seconds = clock.Elapsed.TotalSeconds;
-        _log?.WriteLine(Summary(result));
-        return result;
+        state.Seconds = previous + clock.Elapsed.TotalSeconds;
+        state.Complete = true;
+        var traits = MethodTraits.Of(method.Spec);
+        var meanConservation = state.Explained > 0 ? state.Conservation.ToDouble() / state.Explained : double.NaN;
+        if (state.Explained > 0 && traits.LostConservation(meanConservation))
+            _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"warning: '{method.Label}' {traits.ConservationText}, but its mean conservation error is {meanConservation:g3} (more than {traits.WarningThreshold:g2}): relevance is absorbed or explodes somewhere; its maps and metrics may mean little."));
+        _log?.WriteLine(Summary(MethodResult.FromStates(_options, new[] { state })));
+        save();
     }
 
     private static string Summary(MethodResult r)
@@ -296,11 +363,15 @@ public sealed class BenchmarkRunner
         return $"  {r.Label}: {string.Join(", ", parts)}";
     }
 
-    private void CollectRootChecks(Explainer explainer, Explanation e, string? firstUnit, Tensor x, Tensor y,
-        List<RootScoreResult> scores, Dictionary<string, (int N, double Msd, double Same, double Identical)> regions, List<string> order)
+    private void CollectRootChecks(Explainer explainer, Explanation e, string? firstUnit, Tensor x, Tensor y, MethodState state)
     {
         if (firstUnit is not null && e.Tensors.TryGetValue(firstUnit + "/root", out var root) && e.Tensors.TryGetValue(firstUnit + "/signal", out var signal))
-            scores.Add(RootChecks.TargetScores(Forward, x, signal, root, y));
+        {
+            var scores = RootChecks.TargetScores(Forward, x, signal, root, y);
+            state.RootUnit = firstUnit;
+            for (var i = 0; i < scores.LogitInput.Count; i++)
+                state.RootScores.Add(new[] { scores.LogitInput[i], scores.LogitSignal[i], scores.LogitRoot[i], scores.ProbabilityInput[i], scores.ProbabilitySignal[i], scores.ProbabilityRoot[i] });
+        }
         foreach (var unit in explainer.Graph.Units)
         {
             if (!e.Tensors.TryGetValue(unit.Name + "/root", out var n) || !e.Tensors.TryGetValue(unit.Name + "/signal", out var s)) continue;
@@ -313,14 +384,15 @@ public sealed class BenchmarkRunner
             }
 
             var lr = RootChecks.LinearRegion(z => torch.nn.functional.relu(z), zx, zn);
-            if (!regions.TryGetValue(unit.Name, out var acc))
-            {
-                acc = (0, 0, 0, 0);
-                order.Add(unit.Name);
-            }
-
-            regions[unit.Name] = (acc.N + lr.MeanSquaredDifference.Count, acc.Msd + lr.MeanSquaredDifference.Sum(), acc.Same + lr.SameStateFraction.Sum(),
-                acc.Identical + lr.IdenticalPattern.Count(p => p));
+            var k = state.Regions.FindIndex(r => r.Unit == unit.Name);
+            var acc = k >= 0 ? state.Regions[k] : new RegionSums(unit.Name, 0, ExactSum.Zero, ExactSum.Zero, 0);
+            var msd = acc.MeanSquaredDifference;
+            foreach (var v in lr.MeanSquaredDifference) msd += v;
+            var same = acc.SameState;
+            foreach (var v in lr.SameStateFraction) same += v;
+            var updated = new RegionSums(unit.Name, acc.Samples + lr.MeanSquaredDifference.Count, msd, same, acc.Identical + lr.IdenticalPattern.Count(p => p));
+            if (k >= 0) state.Regions[k] = updated;
+            else state.Regions.Add(updated);
         }
     }
 

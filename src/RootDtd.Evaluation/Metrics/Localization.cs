@@ -2,6 +2,8 @@ using RootDtd.Evaluation.Results;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using RootDtd.Evaluation.Sharding;
+
 namespace RootDtd.Evaluation.Metrics;
 
 /// <summary>Options of <see cref="Localization"/>.</summary>
@@ -76,7 +78,15 @@ public sealed record LocalizationReport(LocalizationResult Method, LocalizationR
     }
 }
 
-/// <summary>Accumulates localisation statistics over batches (sums stay on the device until <see cref="Result"/>).</summary>
+/// <summary>The sums of a <see cref="LocalizationAccumulator"/>: dataset counts (intersections, unions, pixels) and per-image metric sums with their counts.</summary>
+/// <param name="Images">Images accumulated.</param>
+/// <param name="Sums">The statistics vector, exactly summed.</param>
+public sealed record LocalizationState(int Images, IReadOnlyList<ExactSum> Sums);
+
+/// <summary>
+/// Accumulates localisation statistics over batches: each batch's statistics come to the host once and are added
+/// exactly (<see cref="ExactSum"/>), so shards and resumed runs <see cref="Merge"/> to the numbers of one run.
+/// </summary>
 public sealed class LocalizationAccumulator : IDisposable
 {
     // Slots of the statistics vector.
@@ -85,7 +95,7 @@ public sealed class LocalizationAccumulator : IDisposable
     private const int PaI = 0, FgIoUI = 1, BgIoUI = 2, MIoUI = 3, Ap = 4, Mass = 5, Point = 6, PaperPa = 7, PaperIoU = 8, PerImageCount = 9;
     private const int Slots = PerImage + 2 * PerImageCount;
     private readonly int _ignore;
-    private Tensor? _stats;
+    private ExactSum[]? _stats;
     private int _images;
 
     /// <summary>Creates an accumulator.</summary>
@@ -105,10 +115,24 @@ public sealed class LocalizationAccumulator : IDisposable
         if (masks.is_floating_point()) throw new ArgumentException($"Expected integer masks, got {masks.dtype}.", nameof(masks));
         Check.Heatmap(heatmaps, masks.shape[0], masks.shape[1], masks.shape[2], nameof(heatmaps));
         using var scope = torch.NewDisposeScope();
-        var s = Statistics(heatmaps.detach().to(ScalarType.Float64), masks.to(heatmaps.device), _ignore);
-        if (_stats is null) _stats = s.DetachFromDisposeScope();
-        else _stats.add_(s.to(_stats.device));
+        // one transfer per batch: the batch's statistics are added exactly on the host
+        var s = Statistics(heatmaps.detach().to(ScalarType.Float64), masks.to(heatmaps.device), _ignore).cpu().data<double>().ToArray();
+        _stats = ExactSum.Add(_stats ?? new ExactSum[Slots], s);
         _images += (int)masks.shape[0];
+    }
+
+    /// <summary>The accumulated sums (for sharded and resumed evaluations: <see cref="Merge"/> adds them exactly).</summary>
+    public LocalizationState State => new(_images, _stats ?? new ExactSum[Slots]);
+
+    /// <summary>Adds the sums of another accumulator (another shard, an earlier part of a resumed run).</summary>
+    /// <param name="state">Its <see cref="State"/>.</param>
+    public void Merge(LocalizationState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        if (state.Sums.Count != Slots) throw new ArgumentException($"A localisation state has {Slots} sums, got {state.Sums.Count}.", nameof(state));
+        if (state.Images == 0) return;
+        _stats = ExactSum.Add(_stats ?? new ExactSum[Slots], state.Sums.ToArray());
+        _images += state.Images;
     }
 
     /// <summary>The aggregated result (one transfer to the host).</summary>
@@ -117,8 +141,7 @@ public sealed class LocalizationAccumulator : IDisposable
     public LocalizationResult Result(string method)
     {
         if (_stats is null) throw new InvalidOperationException("No images were accumulated.");
-        using var c = _stats.cpu();
-        var v = c.data<double>().ToArray();
+        var v = _stats.Select(x => x.ToDouble()).ToArray();
         double Mean(int m) => v[PerImage + 2 * m + 1] > 0 ? v[PerImage + 2 * m] / v[PerImage + 2 * m + 1] : double.NaN;
         double Div(double a, double b) => b > 0 ? a / b : double.NaN;
         double fg = Div(v[FgI], v[FgU]), bg = Div(v[BgI], v[BgU]);
@@ -128,7 +151,9 @@ public sealed class LocalizationAccumulator : IDisposable
     }
 
     /// <inheritdoc />
-    public void Dispose() => _stats?.Dispose();
+    public void Dispose()
+    {
+    }
 
     /// <summary>Per-batch statistics vector (float64, on the heatmap's device).</summary>
     private static Tensor Statistics(Tensor heat, Tensor masks, int ignore)

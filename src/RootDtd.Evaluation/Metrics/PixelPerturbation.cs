@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using RootDtd.Evaluation.Results;
+using RootDtd.Evaluation.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -164,15 +165,25 @@ public sealed record PerturbationCurve(
     private static string Short(PerturbationOrder o) => o == PerturbationOrder.MostRelevantFirst ? "positive" : "negative";
 }
 
+/// <summary>The sums of a <see cref="PixelPerturbationAccumulator"/>: correct predictions and true-class probabilities per (order, fraction).</summary>
+/// <param name="Samples">Samples accumulated.</param>
+/// <param name="Fractions">The distinct removed fractions, increasing.</param>
+/// <param name="Orders">The orders, outer index of the sums.</param>
+/// <param name="Correct">Σ correct per (order, fraction), order-major.</param>
+/// <param name="Probability">Σ true-class probability per (order, fraction).</param>
+public sealed record PerturbationState(int Samples, IReadOnlyList<double> Fractions, IReadOnlyList<PerturbationOrder> Orders, IReadOnlyList<ExactSum> Correct, IReadOnlyList<ExactSum> Probability);
+
 /// <summary>
-/// Accumulates pixel-perturbation statistics over batches (sums stay on the data's device until <see cref="Result"/>).
+/// Accumulates pixel-perturbation statistics over batches: each batch's sums come to the host once and are added
+/// exactly (<see cref="ExactSum"/>), so accumulators of shards or of the parts of a resumed run <see cref="Merge"/> to
+/// the same numbers as one uninterrupted run.
 /// </summary>
 public sealed class PixelPerturbationAccumulator : IDisposable
 {
     private readonly PixelPerturbationOptions _options;
     private readonly double[] _fractions;
-    private Tensor? _correct; // [orders, steps]
-    private Tensor? _prob;    // [orders, steps]
+    private ExactSum[]? _correct; // [orders × steps], exact so that shards and resumed runs merge bit for bit
+    private ExactSum[]? _prob;    // [orders × steps]
     private int _samples;
 
     /// <summary>Creates an accumulator.</summary>
@@ -229,32 +240,39 @@ public sealed class PixelPerturbationAccumulator : IDisposable
             probRows.Add(torch.stack(prob));
         }
 
-        var cBatch = torch.stack(correctRows);
-        var pBatch = torch.stack(probRows);
-        if (_correct is null)
-        {
-            _correct = cBatch.DetachFromDisposeScope();
-            _prob = pBatch.DetachFromDisposeScope();
-        }
-        else
-        {
-            _correct.add_(cBatch.to(_correct.device));
-            _prob!.add_(pBatch.to(_prob.device));
-        }
-
+        // one transfer per batch: the batch's sums are added exactly on the host
+        var both = torch.stack(new[] { torch.stack(correctRows), torch.stack(probRows) }).cpu().data<double>().ToArray();
+        var half = both.Length / 2;
+        _correct = ExactSum.Add(_correct ?? new ExactSum[half], both[..half]);
+        _prob = ExactSum.Add(_prob ?? new ExactSum[half], both[half..]);
         _samples += (int)b;
     }
 
-    /// <summary>The curves (one transfer to the host).</summary>
+    /// <summary>The accumulated sums (for sharded and resumed evaluations: <see cref="Merge"/> adds them exactly).</summary>
+    public PerturbationState State => new(_samples, _fractions, _options.Orders.ToArray(), _correct ?? new ExactSum[_options.Orders.Count * _fractions.Length],
+        _prob ?? new ExactSum[_options.Orders.Count * _fractions.Length]);
+
+    /// <summary>Adds the sums of another accumulator with the same orders and fractions (another shard, an earlier part of a resumed run).</summary>
+    /// <param name="state">Its <see cref="State"/>.</param>
+    public void Merge(PerturbationState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        if (!state.Fractions.SequenceEqual(_fractions) || !state.Orders.SequenceEqual(_options.Orders))
+            throw new ArgumentException("The perturbation state was made with other fractions or orders.", nameof(state));
+        if (state.Samples == 0) return;
+        _correct = ExactSum.Add(_correct ?? new ExactSum[state.Correct.Count], state.Correct.ToArray());
+        _prob = ExactSum.Add(_prob ?? new ExactSum[state.Probability.Count], state.Probability.ToArray());
+        _samples += state.Samples;
+    }
+
+    /// <summary>The curves.</summary>
     /// <param name="method">Method name stored in the curves.</param>
     /// <returns>One curve per (order, schedule), orders outer.</returns>
     public IReadOnlyList<PerturbationCurve> Result(string method)
     {
         if (_correct is null || _samples == 0) throw new InvalidOperationException("No samples were accumulated.");
-        using var cc = _correct.cpu();
-        using var pc = _prob!.cpu();
-        var correct = cc.data<double>().ToArray();
-        var prob = pc.data<double>().ToArray();
+        var correct = _correct.Select(v => v.ToDouble()).ToArray();
+        var prob = _prob!.Select(v => v.ToDouble()).ToArray();
         var curves = new List<PerturbationCurve>();
         for (int o = 0; o < _options.Orders.Count; o++)
         {
@@ -275,8 +293,6 @@ public sealed class PixelPerturbationAccumulator : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
-        _correct?.Dispose();
-        _prob?.Dispose();
     }
 
     private Tensor Baseline(long channels, ScalarType dtype, Device device)

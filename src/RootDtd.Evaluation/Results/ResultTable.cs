@@ -100,21 +100,50 @@ public sealed class ResultTable
         return sb.ToString();
     }
 
-    /// <summary>Renders JSON: <c>{"title":…,"columns":[…],"rows":[{"method":…,"values":{…}}]}</c> (NaN as null).</summary>
-    /// <returns>JSON text.</returns>
+    /// <summary>
+    /// Renders JSON: <c>{"title":…,"columns":[{"id":"auc_plus_coarse","label":"AUC+ coarse ↓"},…],"rows":[{"method":…,"values":{"auc_plus_coarse":…}}]}</c>
+    /// (NaN as null). Values are keyed by stable identifiers (<see cref="ColumnId"/>), not by the display labels.
+    /// </summary>
     public string ToJson()
     {
         var obj = new
         {
             title = Title,
-            columns = _columns,
+            columns = _columns.Select(c => new { id = ColumnId(c), label = c }),
             rows = _rows.Select(r => new
             {
                 method = r.Method,
-                values = _columns.ToDictionary(c => c, c => r.Values.TryGetValue(c, out var v) && double.IsFinite(v) ? (double?)v : null),
+                values = _columns.ToDictionary(ColumnId, c => r.Values.TryGetValue(c, out var v) && double.IsFinite(v) ? (double?)v : null),
             }),
         };
         return JsonSerializer.Serialize(obj, new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>
+    /// The stable JSON identifier of a column label: lower case, <c>+</c> → <c>plus</c>, <c>−</c>/<c>-</c> → <c>minus</c>,
+    /// arrows and primes dropped, other runs of non-alphanumerics → <c>_</c>; e.g. "AUC+ coarse ↓" → <c>auc_plus_coarse</c>,
+    /// "pixAcc (img)" → <c>pixacc_img</c>, "ms/img" → <c>ms_img</c>.
+    /// </summary>
+    /// <param name="label">The display label.</param>
+    public static string ColumnId(string label)
+    {
+        ArgumentNullException.ThrowIfNull(label);
+        var sb = new StringBuilder();
+        void Word(string w)
+        {
+            if (sb.Length > 0 && sb[^1] != '_') sb.Append('_');
+            sb.Append(w);
+        }
+        foreach (var ch in label)
+        {
+            if (ch == '+') Word("plus");
+            else if (ch is '−' or '-') Word("minus");
+            else if (ch is '↓' or '↑' or '′') continue;
+            else if (char.IsAsciiLetterOrDigit(ch)) sb.Append(char.ToLowerInvariant(ch));
+            else if (sb.Length > 0 && sb[^1] != '_') sb.Append('_');
+        }
+        var id = sb.ToString().Trim('_');
+        return id.Length == 0 ? "value" : id;
     }
 
     /// <inheritdoc />

@@ -227,6 +227,9 @@ public sealed record BenchmarkSettings
     /// <summary>Data description.</summary>
     public required string DataDescription { get; init; }
 
+    /// <summary>Data notes of the report.</summary>
+    public IReadOnlyList<string> DataNotes { get; init; } = Array.Empty<string>();
+
     /// <summary>Normalisation mean.</summary>
     public required IReadOnlyList<float> Mean { get; init; }
 
@@ -290,6 +293,7 @@ public sealed record BenchmarkSettings
         {
             ModelName = options.ModelName,
             DataDescription = options.DataDescription,
+            DataNotes = options.DataNotes.ToArray(),
             Mean = options.Normalization.Mean.ToArray(),
             Std = options.Normalization.Std.ToArray(),
             Protocols = options.Protocols,
@@ -316,6 +320,7 @@ public sealed record BenchmarkSettings
     {
         ModelName = ModelName,
         DataDescription = DataDescription,
+        DataNotes = DataNotes,
         Normalization = new ImageNormalization(Mean, Std),
         Protocols = Protocols,
         BatchSize = BatchSize,

@@ -52,6 +52,9 @@ public sealed class ExplainRunner
             var loaded = ModelWeights.Load(model, s.WeightsPath);
             if (!s.Quiet && loaded.StrippedPrefix.Length > 0)
                 _env.Out.WriteLine($"Removed the prefix '{loaded.StrippedPrefix}' from the keys of {s.WeightsPath}.");
+            if (loaded.NonFiniteKeys.Count > 0)
+                _env.WriteWarning($"{s.WeightsPath} has NaN or infinite values in {string.Join(", ", loaded.NonFiniteKeys.Take(5))}" +
+                                  $"{(loaded.NonFiniteKeys.Count > 5 ? $" and {loaded.NonFiniteKeys.Count - 5} more" : string.Empty)}; the model's outputs will not be finite.");
         }
         model.eval();
         if (s.DType != ScalarType.Float32) model.to(s.DType);

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Collections;
 using System.Globalization;
 using TorchSharp;
+using RootDtd.Models.WeightsFiles;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
@@ -21,8 +22,10 @@ public enum WeightsFormat
 public sealed class WeightsLoadResult
 {
     internal WeightsLoadResult(string path, WeightsFormat format, string strippedPrefix, IReadOnlyList<string> loaded,
-        IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<WeightShapeMismatch> shapes)
+        IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<WeightShapeMismatch> shapes,
+        IReadOnlyList<string> nonFinite)
     {
+        NonFiniteKeys = nonFinite;
         FilePath = path;
         Format = format;
         StrippedPrefix = strippedPrefix;
@@ -52,6 +55,12 @@ public sealed class WeightsLoadResult
 
     /// <summary>Keys whose shapes differ; they were not loaded (always empty after a strict load).</summary>
     public IReadOnlyList<WeightShapeMismatch> ShapeMismatches { get; }
+
+    /// <summary>
+    /// Loaded keys whose values contain NaN or ±∞. They were loaded as they are; a model with such weights produces
+    /// non-finite outputs, which explanations refuse. Show this to the user as a warning.
+    /// </summary>
+    public IReadOnlyList<string> NonFiniteKeys { get; }
 }
 
 /// <summary>
@@ -61,6 +70,10 @@ public sealed class WeightsLoadResult
 /// removed. Keys are compared before anything is copied; a strict load that does not fit throws a
 /// <see cref="WeightsMismatchException"/> listing the missing keys, the unexpected keys and the shape mismatches, and
 /// leaves the model unchanged. Values are converted to the model's dtype and device.
+/// Files are untrusted input: both formats are read by RootDtd's own readers, which execute nothing from the file
+/// (a pickle may only build dictionaries and tensors), check every declared length and byte range against the file,
+/// refuse duplicate keys and overlapping ranges, and compare the declared keys and shapes with the model before any
+/// tensor data is read, so a small file cannot make the loader allocate gigabytes.
 /// </summary>
 public static class ModelWeights
 {
@@ -79,15 +92,87 @@ public static class ModelWeights
     public static WeightsLoadResult Load(nn.Module module, string path, bool strict = true)
     {
         ArgumentNullException.ThrowIfNull(module);
-        var (source, format) = ReadStateDict(path);
+        var (records, format, lifetime) = ReadIndex(path);
+        using (lifetime)
+        {
+            var shapes = records.ToDictionary(r => r.Key, r => r.Shape, StringComparer.Ordinal);
+            var byKey = records.ToDictionary(r => r.Key, StringComparer.Ordinal);
+            var plan = Plan(module, shapes, path, strict);
+            var needed = plan.Loadable.Select(k => byKey[plan.SourceKey[k]]).ToList();
+            CheckStorageBudget(needed, path);
+            var values = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            try
+            {
+                foreach (var key in plan.Loadable) values[key] = ReadRecord(byKey[plan.SourceKey[key]], path, format);
+                return Apply(plan, values, path, format);
+            }
+            finally
+            {
+                foreach (var t in values.Values) t.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The declared sizes of the storages the model's tensors are read from must be in proportion to what the model
+    /// needs (a view may use part of a storage, e.g. tied or sliced weights): at most 4 times the bytes of the tensors
+    /// plus 1 MiB. A file whose small tensor sits on a storage of gigabytes is refused before anything is read.
+    /// </summary>
+    private static void CheckStorageBudget(IReadOnlyList<TensorRecord> needed, string path)
+    {
+        long tensorBytes = needed.Sum(r => r.ElementCount * TensorRecord.ElementSize(r.DType));
+        var storages = needed.GroupBy(r => r.StorageName).Select(g => g.First()).ToList();
+        long storageBytes = storages.Sum(r => r.StorageBytes);
+        long budget = 4 * tensorBytes + (1L << 20);
+        if (storageBytes <= budget) return;
+        var largest = needed.OrderByDescending(r => r.StorageBytes - r.ElementCount * TensorRecord.ElementSize(r.DType)).First();
+        throw new ModelWeightsException(path, string.Create(CultureInfo.InvariantCulture,
+            $"Cannot read the weights file '{path}': the model's tensors need {tensorBytes} bytes, but the storages they are read from declare {storageBytes} bytes " +
+            $"(e.g. '{largest.Key}' {FormatShape(largest.Shape)} is a view of '{largest.StorageName}' with {largest.StorageBytes} bytes). The file is corrupt or hostile; nothing was read."));
+    }
+
+    private static Tensor ReadRecord(TensorRecord record, string path, WeightsFormat format)
+    {
         try
         {
-            return LoadStateDict(module, source, path, format, strict);
+            return record.Read();
         }
-        finally
+        catch (ModelWeightsException)
         {
-            foreach (var t in source.Values) t.Dispose();
+            throw;
         }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw new ModelWeightsException(path, $"Cannot read '{record.Key}' from the {(format == WeightsFormat.Safetensors ? "safetensors" : "PyTorch")} weights file '{path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>The tensor descriptions of a file (nothing read yet) and what keeps the file open while they are read.</summary>
+    private static (List<TensorRecord> Records, WeightsFormat Format, IDisposable Lifetime) ReadIndex(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (Directory.Exists(path)) throw new ModelWeightsException(path, $"The weights path '{path}' is a directory; give the .pth/.pt or .safetensors file.");
+        if (!File.Exists(path)) throw new FileNotFoundException($"The weights file '{path}' does not exist.", path);
+        var format = DetectFormat(path);
+        try
+        {
+            if (format == WeightsFormat.Safetensors) return (SafetensorsReader.ReadIndex(path), format, new NoLifetime());
+            var records = TorchZipReader.ReadIndex(path, out var lifetime);
+            return (records, format, lifetime);
+        }
+        catch (ModelWeightsException)
+        {
+            throw;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw new ModelWeightsException(path, $"Cannot read the {(format == WeightsFormat.Safetensors ? "safetensors" : "PyTorch")} weights file '{path}': {e.Message}", e);
+        }
+    }
+
+    private sealed class NoLifetime : IDisposable
+    {
+        public void Dispose() { }
     }
 
     /// <summary>
@@ -98,8 +183,13 @@ public static class ModelWeights
     /// <param name="stateDict">Key → tensor.</param>
     /// <param name="strict">See <see cref="Load"/>.</param>
     /// <param name="sourceName">Name of the source in messages.</param>
-    public static WeightsLoadResult LoadStateDict(nn.Module module, IReadOnlyDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict") =>
-        LoadStateDict(module, stateDict, sourceName, WeightsFormat.Safetensors, strict);
+    public static WeightsLoadResult LoadStateDict(nn.Module module, IReadOnlyDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        ArgumentNullException.ThrowIfNull(stateDict);
+        var plan = Plan(module, stateDict.ToDictionary(kv => kv.Key, kv => kv.Value.shape, StringComparer.Ordinal), sourceName, strict);
+        return Apply(plan, plan.Loadable.ToDictionary(k => k, k => stateDict[plan.SourceKey[k]], StringComparer.Ordinal), sourceName, WeightsFormat.Safetensors);
+    }
 
     /// <summary>
     /// Reads a state dict file (format detected from the content) into CPU tensors; the caller disposes them.
@@ -113,20 +203,20 @@ public static class ModelWeights
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         if (Directory.Exists(path)) throw new ModelWeightsException(path, $"The weights path '{path}' is a directory; give the .pth/.pt or .safetensors file.");
         if (!File.Exists(path)) throw new FileNotFoundException($"The weights file '{path}' does not exist.", path);
-        var format = DetectFormat(path);
-        try
+        var (records, format, lifetime) = ReadIndex(path);
+        using (lifetime)
         {
-            if (format == WeightsFormat.Safetensors) return (Safetensors.LoadStateDict(path), format);
-            var table = PyTorchUnpickler.UnpickleStateDict(path);
-            return (ToTensorDictionary(table, path), format);
-        }
-        catch (ModelWeightsException)
-        {
-            throw;
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new ModelWeightsException(path, $"Cannot read the {(format == WeightsFormat.Safetensors ? "safetensors" : "PyTorch")} weights file '{path}': {e.Message}", e);
+            var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            try
+            {
+                foreach (var record in records) result[record.Key] = ReadRecord(record, path, format);
+            }
+            catch
+            {
+                foreach (var t in result.Values) t.Dispose();
+                throw;
+            }
+            return (result, format);
         }
     }
 
@@ -169,7 +259,7 @@ public static class ModelWeights
         if (read >= 9)
         {
             var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(head);
-            if (headerLength > 0 && headerLength <= (ulong)(length - 8) && head[8] == (byte)'{') return WeightsFormat.Safetensors;
+            if (headerLength > 0 && head[8] == (byte)'{') return WeightsFormat.Safetensors; // the reader checks the length
         }
         if (head[0] == 0x80)
             throw new ModelWeightsException(path,
@@ -178,34 +268,12 @@ public static class ModelWeights
             $"'{path}' is neither a PyTorch state dict (torch.save zip format) nor a safetensors file. Export the weights in PyTorch with torch.save(model.state_dict(), \"w.pth\") or safetensors.torch.save_file(model.state_dict(), \"w.safetensors\").");
     }
 
-    private static Dictionary<string, Tensor> ToTensorDictionary(Hashtable table, string path)
-    {
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        var nested = new Dictionary<string, IDictionary>(StringComparer.Ordinal);
-        foreach (DictionaryEntry entry in table)
-        {
-            var key = entry.Key?.ToString() ?? string.Empty;
-            if (entry.Value is Tensor t) tensors[key] = t;
-            else if (entry.Value is IDictionary d) nested[key] = d;
-        }
-        if (tensors.Count == 0)
-        {
-            foreach (var name in new[] { "state_dict", "model_state_dict", "model" })
-            {
-                if (!nested.TryGetValue(name, out var inner)) continue;
-                foreach (DictionaryEntry entry in inner)
-                    if (entry.Value is Tensor t) tensors[entry.Key?.ToString() ?? string.Empty] = t;
-                if (tensors.Count > 0) return tensors;
-            }
-            throw new ModelWeightsException(path, $"'{path}' contains no tensors at its top level{(nested.Count > 0 ? $" (it holds the dictionaries {string.Join(", ", nested.Keys)})" : string.Empty)}; save model.state_dict() itself.");
-        }
-        return tensors;
-    }
+    /// <summary>What a load will do: which model keys get which file keys; computed from shapes alone.</summary>
+    private sealed record LoadPlan(string Prefix, List<string> Loadable, Dictionary<string, string> SourceKey, List<string> Missing,
+        List<string> Unexpected, List<WeightShapeMismatch> Shapes, Dictionary<string, Tensor> Target);
 
-    private static WeightsLoadResult LoadStateDict(nn.Module module, IReadOnlyDictionary<string, Tensor> source, string path, WeightsFormat format, bool strict)
+    private static LoadPlan Plan(nn.Module module, IReadOnlyDictionary<string, long[]> source, string path, bool strict)
     {
-        ArgumentNullException.ThrowIfNull(module);
-        ArgumentNullException.ThrowIfNull(source);
         var target = module.state_dict();
         var (renamed, prefix) = StripPrefixes(source, target.Keys);
 
@@ -216,23 +284,35 @@ public static class ModelWeights
         var unexpected = renamed.Keys.Where(k => !target.ContainsKey(k)).ToList();
         var shapes = new List<WeightShapeMismatch>();
         var loadable = new List<string>();
-        foreach (var (key, tensor) in renamed)
+        foreach (var (key, shape) in renamed)
         {
             if (!target.TryGetValue(key, out var destination)) continue;
-            if (!destination.shape.SequenceEqual(tensor.shape)) shapes.Add(new WeightShapeMismatch(key, destination.shape, tensor.shape));
+            if (!destination.shape.SequenceEqual(shape)) shapes.Add(new WeightShapeMismatch(key, destination.shape, shape));
             else loadable.Add(key);
         }
         if (strict && (missing.Count > 0 || unexpected.Count > 0 || shapes.Count > 0))
-            throw new WeightsMismatchException(path, module.GetName() is { Length: > 0 } n ? n : module.GetType().Name, missing, unexpected, shapes, prefix);
-
-        using (torch.no_grad())
-        {
-            foreach (var key in loadable) target[key].copy_(renamed[key]);
-        }
-        return new WeightsLoadResult(path, format, prefix, loadable, missing, unexpected, shapes);
+            throw new WeightsMismatchException(path, module.GetName() is { Length: > 0 } n && !n.Contains("::", StringComparison.Ordinal) ? n : module.GetType().Name, missing, unexpected, shapes, prefix);
+        return new LoadPlan(prefix, loadable, loadable.ToDictionary(k => k, k => prefix + k, StringComparer.Ordinal), missing, unexpected, shapes, target);
     }
 
-    private static (Dictionary<string, Tensor> Renamed, string Prefix) StripPrefixes(IReadOnlyDictionary<string, Tensor> source, ICollection<string> targetKeys)
+    /// <summary>Copies the planned values (all read already, so a read error cannot leave the model half loaded).</summary>
+    private static WeightsLoadResult Apply(LoadPlan plan, IReadOnlyDictionary<string, Tensor> values, string path, WeightsFormat format)
+    {
+        var nonFinite = new List<string>();
+        using (torch.no_grad())
+        {
+            foreach (var key in plan.Loadable)
+            {
+                var value = values[key];
+                using var scope = torch.NewDisposeScope();
+                if (value.is_floating_point() && !value.isfinite().all().item<bool>()) nonFinite.Add(key);
+                plan.Target[key].copy_(value);
+            }
+        }
+        return new WeightsLoadResult(path, format, plan.Prefix, plan.Loadable, plan.Missing, plan.Unexpected, plan.Shapes, nonFinite);
+    }
+
+    private static (Dictionary<string, T> Renamed, string Prefix) StripPrefixes<T>(IReadOnlyDictionary<string, T> source, ICollection<string> targetKeys)
     {
         var current = source.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
         var stripped = string.Empty;

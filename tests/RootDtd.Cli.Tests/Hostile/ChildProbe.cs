@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Text.Json;
 using RootDtd.Imaging;
 using RootDtd.Models;
@@ -20,7 +19,7 @@ public static class ChildProbe
     {
         if (args.Length < 3 || args[0] != "probe")
         {
-            Console.Error.WriteLine("usage: probe image <file> | probe weights <arch> <classes> <file>");
+            Console.Error.WriteLine("usage: probe image <file> | probe weights <file>");
             return 2;
         }
         string error = string.Empty;
@@ -40,10 +39,10 @@ public static class ChildProbe
                 }
                 case "weights":
                 {
-                    using var model = ModelZoo.Create(args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
+                    using var model = TinyModel();
                     baseline = PeakBytes();
                     watch.Start();
-                    ModelWeights.Load(model, args[4]);
+                    ModelWeights.Load(model, args[2]);
                     break;
                 }
                 default:
@@ -60,6 +59,9 @@ public static class ChildProbe
         Console.Out.WriteLine(JsonSerializer.Serialize(outcome));
         return 0;
     }
+
+    /// <summary>The model hostile weights files are loaded into: <c>fc.weight</c> [5, 8] and <c>fc.bias</c> [5].</summary>
+    public static TorchSharp.Modules.Sequential TinyModel() => TorchSharp.torch.nn.Sequential(("fc", TorchSharp.torch.nn.Linear(8, 5)));
 
     private static long PeakBytes()
     {

@@ -231,6 +231,8 @@ public sealed class Explainer : IDisposable
             throw new ArgumentException("ExplainerOptions.InputLow must be ≤ InputHigh everywhere.");
 
         var recorder = new ExplanationRecorder(_options.CollectDiagnostics, _options.RecordRoots);
+        if (Composite.Procedure is { } procedure)
+            return ExplainWithProcedure(procedure, x, logits, t, targetTensor, onehot, batch, low, high, recorder);
         var tokenMap = Composite.TokenMap;
         var wantedLayers = WantedLayers();
         var layers = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -281,6 +283,47 @@ public sealed class Explainer : IDisposable
         foreach (var v in roots.Values) v.MoveToOuterDisposeScope();
         return new Explanation(Composite.Name, x.clone().MoveToOuterDisposeScope(), inputRelevance.detach().MoveToOuterDisposeScope(),
             logits.detach().clone().MoveToOuterDisposeScope(), t, layers, report, recorder.Diagnostics, roots, map?.detach().MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Hands the explanation to the composite's procedure; the conservation report compares Σ relevance with the
+    /// procedure's reference (Integrated Gradients: f(x) − f(baseline)) or the explained logit, without per-node rows.
+    /// The procedure's <see cref="Attribution.AttributionContext.Walk"/> is this composite's rule walk at another input.
+    /// </summary>
+    private Explanation ExplainWithProcedure(Attribution.AttributionProcedure procedure, Tensor x, Tensor logits, long[] t, Tensor targetTensor, Tensor onehot,
+        int batch, Tensor? low, Tensor? high, ExplanationRecorder recorder)
+    {
+        var noLayers = new Dictionary<int, List<string>>();
+        Tensor WalkAt(Tensor at)
+        {
+            using var walkScope = torch.NewDisposeScope();
+            Tensor[] o;
+            using (torch.no_grad()) o = _graph.Forward(at);
+            var y = o[_graph.OutputIndex];
+            var start = Composite.StartRelevance switch
+            {
+                StartRelevance.TargetLogit => onehot * y,
+                StartRelevance.AbsoluteTargetLogit => onehot * y.abs(),
+                _ => onehot,
+            };
+            var r = Walk(_rules, _fanOut, o, start, batch, low, high, recorder, noLayers, new Dictionary<string, Tensor>(StringComparer.Ordinal), Array.Empty<int>(), null).Input;
+            if (Composite.MultiplyByInput) r = r * at;
+            return r.detach().MoveToOuterDisposeScope();
+        }
+
+        var context = new Attribution.AttributionContext(_graph, x, t, targetTensor, low, high, recorder, WalkAt);
+        var result = procedure.Attribute(context);
+        var inputRelevance = result.InputRelevance.detach();
+        if (!inputRelevance.shape.SequenceEqual(x.shape))
+            throw new ExplanationException($"Procedure {procedure} returned relevance [{string.Join(", ", inputRelevance.shape)}] for an input of shape [{string.Join(", ", x.shape)}].");
+        var reference = result.Reference ?? logits.gather(1, targetTensor.unsqueeze(1)).squeeze(1);
+        var table = torch.stack(new[] { reference.detach().reshape(batch), inputRelevance.reshape(batch, -1).sum(1) }).to(float64).cpu();
+        var values = table.data<double>().ToArray();
+        var report = new ConservationReport(Array.Empty<(string, double[])>(), values.Take(batch).ToArray(), values.Skip(batch).ToArray());
+        var roots = recorder.Tensors;
+        foreach (var v in roots.Values) v.MoveToOuterDisposeScope();
+        return new Explanation(Composite.Name, x.clone().MoveToOuterDisposeScope(), inputRelevance.MoveToOuterDisposeScope(),
+            logits.detach().clone().MoveToOuterDisposeScope(), t, new Dictionary<string, Tensor>(StringComparer.Ordinal), report, recorder.Diagnostics, roots);
     }
 
     /// <summary>

@@ -158,7 +158,8 @@ public sealed class UsageTests
         {
             r.Out.Should().Contain(m.Name);
             r.Out.Should().Contain(m.Description);
-            foreach (var p in m.Parameters) r.Out.Should().Contain(p.Name + "=" + p.Format(p.ValueIn(m.DefaultOptions)));
+            foreach (var p in m.Parameters)
+                r.Out.Should().Contain(p.Name + "=" + (p.Kind == MethodParameterKind.Text && p.TextIn(m.DefaultOptions).Length == 0 ? "(automatic)" : p.TextIn(m.DefaultOptions)));
         }
     }
 

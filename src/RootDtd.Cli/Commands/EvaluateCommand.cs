@@ -1,3 +1,4 @@
+using RootDtd.Evaluation.Metrics;
 using System.CommandLine;
 using System.Globalization;
 using RootDtd.Evaluation.Benchmark;
@@ -23,11 +24,13 @@ public sealed class EvaluateCommand : ICliCommand
         var model = new Option<string>("--model") { Description = "synthetic-resnet or synthetic-vgg (committed weights in models/), or with --weights the architecture (resnet|vgg).", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
         var weights = new Option<string?>("--weights", "-w") { Description = "A .safetensors file of the --model architecture instead of the committed weights.", HelpName = "file" };
         var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo'.", DefaultValueFactory = _ => "full", HelpName = "list" };
-        var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
+        var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks, sanity or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
         var samples = new Option<int>("--samples", "-n") { Description = "Test images.", DefaultValueFactory = _ => 500, HelpName = "N" };
         var seed = new Option<int>("--seed") { Description = "Generator seed of the test split.", DefaultValueFactory = _ => 4242, HelpName = "S" };
         var batch = new Option<int>("--batch") { Description = "Samples per batch.", DefaultValueFactory = _ => 25, HelpName = "B" };
         var pgdSamples = new Option<int>("--pgd-samples") { Description = "PGD runs on the first N samples.", DefaultValueFactory = _ => 100, HelpName = "N" };
+        var sanitySamples = new Option<int>("--sanity-samples") { Description = "Sanity checks (model randomisation) run on the first N samples.", DefaultValueFactory = _ => 16, HelpName = "N" };
+        var sanityGroups = new Option<int>("--sanity-groups") { Description = "Groups of layers re-drawn top-down in the sanity checks (the unit count = per layer).", DefaultValueFactory = _ => 6, HelpName = "G" };
         var ablations = new Option<bool>("--ablations") { Description = "Also run the ablations of the root rule (steps, γ, constraints, redistribution)." };
         var gallery = new Option<int>("--gallery") { Description = "Samples in the heatmap gallery (0 = none).", DefaultValueFactory = _ => 4, HelpName = "N" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder.", Required = true, HelpName = "dir" };
@@ -44,9 +47,9 @@ public sealed class EvaluateCommand : ICliCommand
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from the state file in --out (finished batches are kept; the state is written after every batch)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:K (one process per GPU).", DefaultValueFactory = _ => "cpu", HelpName = "device" };
         var normalization = new Option<string>("--normalization") { Description = "With --data: imagenet, half or identity (resnet18-imagenet-cntk always uses its mean image).", DefaultValueFactory = _ => "imagenet", HelpName = "name" };
-        var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks; writes a Markdown report with plots.")
+        var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks, sanity checks; writes a Markdown report with plots.")
         {
-            model, weights, methods, protocols, samples, seed, batch, pgdSamples, ablations, gallery, output, modelsDir, threads,
+            model, weights, methods, protocols, samples, seed, batch, pgdSamples, sanitySamples, sanityGroups, ablations, gallery, output, modelsDir, threads,
             data, masks, arch, labelsFile, classes, size, normalization, ablationSamples, shard, resume, device,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
@@ -76,6 +79,8 @@ public sealed class EvaluateCommand : ICliCommand
                     PgdSamples = parse.GetValue(pgdSamples),
                     AblationSamples = parse.GetValue(ablationSamples),
                     GallerySamples = parse.GetValue(gallery),
+                    SanitySamples = Math.Max(1, parse.GetValue(sanitySamples)),
+                    Sanity = new SanityCheckOptions { Groups = Math.Max(1, parse.GetValue(sanityGroups)) },
                 };
                 return FolderEvaluation.Run(environment, new FolderEvaluationSettings(
                     dataDir, parse.GetValue(masks), parse.GetValue(arch) ?? (parse.GetResult(model) is { Implicit: false } ? parse.GetValue(model) : null), parse.GetValue(weights),
@@ -100,6 +105,8 @@ public sealed class EvaluateCommand : ICliCommand
 
             if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
             if (parse.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1.");
+            if (parse.GetValue(sanitySamples) < 1) throw new UsageException("--sanity-samples must be at least 1.");
+            if (parse.GetValue(sanityGroups) < 1) throw new UsageException("--sanity-groups must be at least 1.");
             var weightsPath = parse.GetValue(weights);
             if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"The weights file '{weightsPath}' does not exist.");
             var modelsFolder = parse.GetValue(modelsDir);
@@ -137,6 +144,8 @@ public sealed class EvaluateCommand : ICliCommand
                     BatchSize = parse.GetValue(batch),
                     PgdSamples = parse.GetValue(pgdSamples),
                     GallerySamples = parse.GetValue(gallery),
+                    SanitySamples = parse.GetValue(sanitySamples),
+                    Sanity = new SanityCheckOptions { Groups = parse.GetValue(sanityGroups) },
                 },
             };
             var progress = new BenchmarkConsoleProgress(environment);

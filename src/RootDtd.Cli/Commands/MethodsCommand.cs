@@ -35,6 +35,7 @@ public sealed class MethodsCommand : ICliCommand
                     name = m.Name,
                     description = m.Description,
                     parameters = m.Defaults,
+                    text_parameters = m.Parameters.Where(p => p.Kind == MethodParameterKind.Text).ToDictionary(p => p.Name, p => p.TextIn(m.DefaultOptions)),
                     parameter_kinds = m.Parameters.ToDictionary(p => p.Name, p => KindName(p.Kind)),
                     start_relevance = StartName(composite.StartRelevance),
                     canonizers = composite.Canonizers.Select(c => c.Name).ToArray(),
@@ -56,12 +57,13 @@ public sealed class MethodsCommand : ICliCommand
 
     /// <summary><c>key=value, key=value</c>: every parameter with its default, as a spec writes it.</summary>
     public static string FormatParameters(ExplanationMethod method) =>
-        string.Join(", ", method.Parameters.Select(p => p.Name + "=" + p.Format(p.ValueIn(method.DefaultOptions)) + (p.Kind == MethodParameterKind.Switch ? " (0/1)" : "")));
+        string.Join(", ", method.Parameters.Select(p => p.Name + "=" + (p.Kind == MethodParameterKind.Text && p.TextIn(method.DefaultOptions).Length == 0 ? "(automatic)" : p.TextIn(method.DefaultOptions)) + (p.Kind == MethodParameterKind.Switch ? " (0/1)" : "")));
 
     private static string KindName(MethodParameterKind kind) => kind switch
     {
         MethodParameterKind.Count => "count",
         MethodParameterKind.Switch => "switch",
+        MethodParameterKind.Text => "name",
         _ => "number",
     };
 

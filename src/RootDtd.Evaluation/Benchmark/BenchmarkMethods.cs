@@ -45,11 +45,12 @@ public static class BenchmarkMethods
     /// <summary>Name of the root-inference method whose parameters the ablations change.</summary>
     public const string RootMethod = "root";
 
-    /// <summary>The full run of issue 5: the four root-inference variants, the classic rules and composites, and Gradient×Input.</summary>
+    /// <summary>The full run: the four root-inference variants, the classic rules and composites, Gradient×Input, and the attribution baselines (Grad-CAM(++), SmoothGrad, IG, occlusion, AGF, AGF+root).</summary>
     public static IReadOnlyList<BenchmarkMethod> Full { get; } = new[]
     {
         "root", "root-upper-half", "root-published", "root-flat-input",
         "lrp0", "epsilon", "gamma", "zplus", "wsquare", "zbox", "epsilon-plus-flat", "epsilon-gamma-box", "combination", "gradient-x-input",
+        "gradcam", "gradcam-plus-plus", "smoothgrad", "integrated-gradients", "occlusion", "agf", "agf-root",
     }.Select(BenchmarkMethod.Of).ToArray();
 
     /// <summary>The demo: the root rule and the strongest classic baselines.</summary>

@@ -22,8 +22,11 @@ public enum BenchmarkProtocols
     /// <summary>Root checks of root-inference methods: f(N) at the input root and the linear-region table.</summary>
     RootChecks = 8,
 
+    /// <summary>Sanity checks (Adebayo et al. 2018): map similarity under model-parameter (and, with a random-label model, data) randomisation.</summary>
+    Sanity = 16,
+
     /// <summary>All protocols.</summary>
-    All = Perturbation | Localization | Pgd | RootChecks,
+    All = Perturbation | Localization | Pgd | RootChecks | Sanity,
 }
 
 /// <summary>Options of <see cref="BenchmarkRunner"/>.</summary>
@@ -68,6 +71,15 @@ public sealed record BenchmarkOptions
     /// <summary>What the data loading skipped or noticed (images without masks, one-image classes, …), one line each in the report.</summary>
     public IReadOnlyList<string> DataNotes { get; init; } = Array.Empty<string>();
 
+    /// <summary>The sanity checks run on the first this-many samples. Default 16.</summary>
+    public int SanitySamples { get; init; } = 16;
+
+    /// <summary>Settings of the sanity checks (groups, top-k fraction, seed, flag threshold; the batch size is <see cref="BatchSize"/>).</summary>
+    public SanityCheckOptions Sanity { get; init; } = new();
+
+    /// <summary>A model of the same architecture trained on randomly permuted labels, for the data-randomisation test (null = not run).</summary>
+    public TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>? RandomLabelModel { get; init; }
+
     /// <summary>Seed of the random reference maps. Default 0.</summary>
     public int RandomSeed { get; init; }
 
@@ -76,6 +88,9 @@ public sealed record BenchmarkOptions
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "Must be ≥ 1.");
         if (PgdSamples is < 1) throw new ArgumentOutOfRangeException(nameof(PgdSamples), PgdSamples, "Must be ≥ 1.");
         if (AblationSamples is < 1) throw new ArgumentOutOfRangeException(nameof(AblationSamples), AblationSamples, "Must be ≥ 1.");
+        if (SanitySamples < 1) throw new ArgumentOutOfRangeException(nameof(SanitySamples), SanitySamples, "Must be ≥ 1.");
+        ArgumentNullException.ThrowIfNull(Sanity);
+        Sanity.Validate();
         if (GallerySamples < 0) throw new ArgumentOutOfRangeException(nameof(GallerySamples), GallerySamples, "Must be ≥ 0.");
         ArgumentNullException.ThrowIfNull(Methods);
         ArgumentNullException.ThrowIfNull(Ablations);

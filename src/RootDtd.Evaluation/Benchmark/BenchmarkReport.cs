@@ -152,6 +152,86 @@ public static class BenchmarkReport
         return t;
     }
 
+    /// <summary>Columns of <see cref="SanityTable"/>.</summary>
+    public static IReadOnlyList<string> SanityColumns { get; } = new[]
+    {
+        "Spearman, all layers ↓", "SSIM, all layers ↓", "top-k ∩, all layers ↓", "Spearman, top group only ↓", "lowest Spearman, one group", "Spearman, labels randomised ↓",
+    };
+
+    /// <summary>
+    /// Sanity checks per method: similarity of the maps to the trained model's after every layer is re-drawn (cascading
+    /// to the bottom), after only the top group is re-drawn, the lowest similarity over the independent single-group
+    /// randomisations, and (when run) with a model trained on permuted labels. Low = the map depends on the weights.
+    /// </summary>
+    /// <param name="result">Result.</param>
+    /// <returns>The table.</returns>
+    public static ResultTable SanityTable(BenchmarkResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var o = result.Options;
+        var t = new ResultTable(string.Create(CultureInfo.InvariantCulture,
+            $"Sanity checks (Adebayo et al. 2018) on {Math.Min(result.Samples, o.SanitySamples)} samples: similarity of |map| to the trained model's (Spearman, SSIM, top-{o.Sanity.TopFraction:P0} intersection); {o.Sanity.Groups} groups of units, top-down"), SanityColumns);
+        foreach (var r in result.Methods)
+        {
+            if (r.Sanity is not { } s)
+            {
+                if (r.Error is not null) t.AddRow(RowLabel(r), new Dictionary<string, double>());
+                continue;
+            }
+            var values = new Dictionary<string, double>();
+            if (s.FullRandomisation is { } full)
+            {
+                values[SanityColumns[0]] = full.Similarity.Spearman;
+                values[SanityColumns[1]] = full.Similarity.Ssim;
+                values[SanityColumns[2]] = full.Similarity.TopK;
+            }
+            if (s.Steps.FirstOrDefault(x => x.Mode == RandomisationMode.Cascading) is { } top) values[SanityColumns[3]] = top.Similarity.Spearman;
+            var independent = s.Steps.Where(x => x.Mode == RandomisationMode.Independent).ToList();
+            if (independent.Count > 0) values[SanityColumns[4]] = independent.Min(x => x.Similarity.Spearman);
+            if (s.LabelRandomisation is { } labels) values[SanityColumns[5]] = labels.Similarity.Spearman;
+            t.AddRow(RowLabel(r) + (s.IsInsensitive(o.Sanity.InsensitiveSpearman) ? " ⚑" : ""), values);
+        }
+        return t;
+    }
+
+    /// <summary>Per method, the cascading randomisation curves (Spearman, SSIM, top-k vs groups re-drawn), one panel each.</summary>
+    /// <param name="result">Result.</param>
+    /// <param name="panelWidth">Panel width.</param>
+    /// <param name="panelHeight">Panel height.</param>
+    /// <returns>The image, or <see langword="null"/> without sanity results.</returns>
+    public static Image<Rgb24>? RenderSanityPlot(BenchmarkResult result, int panelWidth = 300, int panelHeight = 220)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var rows = result.Methods.Where(m => m.Sanity is not null && m.Sanity.Steps.Any(s => s.Mode == RandomisationMode.Cascading)).ToList();
+        if (rows.Count == 0) return null;
+        const int columns = 4;
+        var panels = new List<Image<Rgb24>>();
+        try
+        {
+            foreach (var r in rows)
+            {
+                var steps = r.Sanity!.Steps.Where(s => s.Mode == RandomisationMode.Cascading).ToList();
+                var x = steps.Select(s => (double)(s.Step + 1)).Prepend(0).ToArray();
+                PlotSeries Series(string name, Func<MapSimilarity, double> pick) => new(name, x, steps.Select(s => pick(s.Similarity)).Prepend(1).ToArray());
+                panels.Add(LinePlot.Render(new[] { Series("Spearman", m => m.Spearman), Series("SSIM", m => m.Ssim), Series("top-k", m => m.TopK) },
+                    LinePlot.Ascii(r.Label), "groups re-drawn (top-down)", "similarity", panelWidth, panelHeight, (-0.2, 1)));
+            }
+            var rowsCount = (panels.Count + columns - 1) / columns;
+            var image = new Image<Rgb24>(panelWidth * Math.Min(columns, panels.Count), panelHeight * rowsCount, new Rgb24(255, 255, 255));
+            for (var i = 0; i < panels.Count; i++)
+            {
+                var p = panels[i];
+                var at = new Point(i % columns * panelWidth, i / columns * panelHeight);
+                image.Mutate(c => c.DrawImage(p, at, 1f));
+            }
+            return image;
+        }
+        finally
+        {
+            foreach (var p in panels) p.Dispose();
+        }
+    }
+
     /// <summary>Explanation cost and conservation per method.</summary>
     /// <param name="result">Result.</param>
     /// <returns>The table.</returns>
@@ -175,8 +255,9 @@ public static class BenchmarkReport
     /// <param name="result">Result.</param>
     /// <param name="perturbationPng">Relative path of the perturbation plot, if any.</param>
     /// <param name="galleryPng">Relative path of the gallery, if any.</param>
+    /// <param name="sanityPng">Relative path of the sanity-check plot, if any.</param>
     /// <returns>Markdown text.</returns>
-    public static string ToMarkdown(BenchmarkResult result, string? perturbationPng = null, string? galleryPng = null)
+    public static string ToMarkdown(BenchmarkResult result, string? perturbationPng = null, string? galleryPng = null, string? sanityPng = null)
     {
         ArgumentNullException.ThrowIfNull(result);
         var o = result.Options;
@@ -229,6 +310,15 @@ public static class BenchmarkReport
             var lr = LinearRegionTable(result);
             if (lr.Rows.Count > 0) sb.Append(lr.ToMarkdown(4)).Append('\n');
             else sb.Append("*Linear-region table: no method recorded roots.*\n\n");
+        }
+
+        if (o.Protocols.HasFlag(BenchmarkProtocols.Sanity))
+        {
+            sb.Append(SanityTable(result).ToMarkdown(3)).Append('\n');
+            sb.Append(SanityChecks.InsensitivityNote(result.Methods.Where(m => m.Sanity is not null).Select(m => m.Sanity!), o.Sanity.InsensitiveSpearman))
+              .Append(" Flagged rows carry ⚑. Re-drawn: each conv/linear unit's weight and bias ~ N(0, s²), s = that tensor's trained standard deviation; BatchNorm as trained.")
+              .Append(o.RandomLabelModel is null ? " The label-randomisation column is empty: no random-label model was given.\n\n" : "\n\n");
+            if (sanityPng is not null) sb.Append("![sanity checks](").Append(sanityPng).Append(")\n\n");
         }
 
         sb.Append(CostTable(result).ToMarkdown(2)).Append('\n');
@@ -393,8 +483,19 @@ public static class BenchmarkReport
             }
         }
 
+        string? sanityName = null;
+        using (var sanity = RenderSanityPlot(result))
+        {
+            if (sanity is not null)
+            {
+                sanityName = prefix + "-sanity.png";
+                sanity.SavePng(Path.Combine(directory, sanityName));
+                images.Add(Path.Combine(directory, sanityName));
+            }
+        }
+
         var md = Path.Combine(directory, prefix + ".md");
-        File.WriteAllText(md, ToMarkdown(result, plotName, galleryName));
+        File.WriteAllText(md, ToMarkdown(result, plotName, galleryName, sanityName));
         var json = Path.Combine(directory, prefix + ".json");
         File.WriteAllText(json, ToJson(result));
         return new BenchmarkFiles(md, images, json);
@@ -406,7 +507,7 @@ public static class BenchmarkReport
     public static string ToJson(BenchmarkResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var tables = new List<ResultTable> { PerturbationTable(result), LocalizationTable(result), PgdTable(result), AblationTable(result), RootScoreTable(result), LinearRegionTable(result), CostTable(result) };
+        var tables = new List<ResultTable> { PerturbationTable(result), LocalizationTable(result), PgdTable(result), AblationTable(result), RootScoreTable(result), LinearRegionTable(result), SanityTable(result), CostTable(result) };
         var sb = new StringBuilder();
         sb.Append("{\n\"model\": ").Append(System.Text.Json.JsonSerializer.Serialize(result.Options.ModelName))
           .Append(",\n\"samples\": ").Append(result.Samples.ToString(CultureInfo.InvariantCulture))

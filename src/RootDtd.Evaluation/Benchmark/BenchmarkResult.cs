@@ -63,6 +63,9 @@ public sealed class MethodResult
     /// <summary>Error message if the method failed during the run (its metrics are then missing).</summary>
     public string? Error { get; internal set; }
 
+    /// <summary>Sanity checks (model-parameter and label randomisation), when run.</summary>
+    public SanityCheckResult? Sanity { get; internal set; }
+
     /// <summary>Gallery heatmaps [G,H,W] as float arrays (row-major), if collected.</summary>
     public float[][]? GalleryHeatmaps { get; internal set; }
 

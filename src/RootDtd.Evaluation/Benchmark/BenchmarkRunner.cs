@@ -331,6 +331,17 @@ public sealed class BenchmarkRunner
                     new SyncProgress<EvaluationProgress>(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))));
                 state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
+
+            if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation)
+            {
+                var sanityCount = (int)Math.Min(images.shape[0], _options.SanitySamples);
+                using var si = images.narrow(0, 0, sanityCount);
+                using var sl = labels.narrow(0, 0, sanityCount);
+                _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, 0, sanityCount));
+                result.Sanity = SanityChecks.Run(_model, method.Label, method.CreateComposite, new ExplainerOptions { InputLow = low, InputHigh = high }, si, sl,
+                    _options.Sanity with { BatchSize = _options.BatchSize }, _options.RandomLabelModel);
+                _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, sanityCount, sanityCount));
+            }
         }
         catch (Exception e) when (e is ArgumentException or ExplanationException or InvalidOperationException or ExternalException)
         {
@@ -358,6 +369,7 @@ public sealed class BenchmarkRunner
             parts.Add(string.Create(inv, $"AUC+ {r.Auc(PerturbationOrder.MostRelevantFirst, "coarse"):F1} AUC- {r.Auc(PerturbationOrder.LeastRelevantFirst, "coarse"):F1}"));
         if (r.Localization is { } l) parts.Add(string.Create(inv, $"mIoU {l.MeanIoU:F3} mAP {l.MeanAveragePrecision:F3}"));
         if (r.Pgd is { } p) parts.Add(string.Create(inv, $"PGD success {p.SuccessRate:P1}"));
+        if (r.Sanity?.FullRandomisation is { } sanity) parts.Add(string.Create(inv, $"sanity Spearman {sanity.Similarity.Spearman:F2}"));
         if (r.RootScores is { } s) parts.Add(string.Create(inv, $"f(N) {s.LogitRoot.Average():F3}"));
         parts.Add(string.Create(inv, $"{r.Seconds:F0} s"));
         return $"  {r.Label}: {string.Join(", ", parts)}";

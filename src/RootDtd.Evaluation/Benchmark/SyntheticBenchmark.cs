@@ -139,7 +139,7 @@ public static class SyntheticBenchmark
         }
     }
 
-    /// <summary>Parses a comma-separated protocol list: perturbation, localisation (localization), pgd, root-checks, all.</summary>
+    /// <summary>Parses a comma-separated protocol list: perturbation, localisation (localization), pgd, root-checks, sanity, all.</summary>
     /// <param name="text">Text.</param>
     /// <returns>The protocols.</returns>
     public static BenchmarkProtocols ParseProtocols(string text)
@@ -155,7 +155,8 @@ public static class SyntheticBenchmark
                 "localisation" or "localization" or "loc" => BenchmarkProtocols.Localization,
                 "pgd" => BenchmarkProtocols.Pgd,
                 "root-checks" or "rootchecks" or "roots" or "fn" => BenchmarkProtocols.RootChecks,
-                _ => throw new ArgumentException($"Unknown protocol '{token}': use perturbation, localisation, pgd, root-checks or all.", nameof(text)),
+                "sanity" or "sanity-checks" or "randomisation" or "randomization" => BenchmarkProtocols.Sanity,
+                _ => throw new ArgumentException($"Unknown protocol '{token}': use perturbation, localisation, pgd, root-checks, sanity or all.", nameof(text)),
             };
         }
 

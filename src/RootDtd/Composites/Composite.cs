@@ -120,6 +120,32 @@ public sealed class Composite
         return graph.Nodes.Select(n => _fanOut.FirstOrDefault(f => f.Match(n, graph)).Rule).ToArray();
     }
 
+    /// <summary>
+    /// An attribution procedure that replaces the single backward walk (Grad-CAM, SmoothGrad, Integrated Gradients,
+    /// occlusion); <see langword="null"/> for plain rule composites. The procedure may call the walk with this
+    /// composite's rules (<see cref="Attribution.AttributionContext.Walk"/>), e.g. SmoothGrad over any composite.
+    /// </summary>
+    public Attribution.AttributionProcedure? Procedure { get; init; }
+
+    /// <summary>
+    /// A copy of this composite (same rule assignment, start relevance, input multiplication, variant and canonizers) named
+    /// <paramref name="name"/> whose explanations are computed by <paramref name="procedure"/>.
+    /// </summary>
+    public Composite WithProcedure(string name, Attribution.AttributionProcedure procedure)
+    {
+        ArgumentNullException.ThrowIfNull(procedure);
+        var copy = new Composite(name) { StartRelevance = StartRelevance, MultiplyByInput = MultiplyByInput, Variant = Variant, Canonizers = Canonizers, Procedure = procedure };
+        foreach (var (k, v) in _byName) copy._byName[k] = v;
+        copy._byPredicate.AddRange(_byPredicate);
+        copy._byType.AddRange(_byType);
+        copy._byNode.AddRange(_byNode);
+        foreach (var (k, v) in _byKind) copy._byKind[k] = v;
+        copy._first = _first;
+        copy._firstConvolutionOnly = _firstConvolutionOnly;
+        copy._all = _all;
+        return copy;
+    }
+
     /// <summary>Assigns <paramref name="rule"/> to the module at <paramref name="path"/> (highest precedence).</summary>
     public Composite ForName(string path, Rule rule)
     {

@@ -1,3 +1,4 @@
+using RootDtd.Attribution;
 using RootDtd.Rules.RootInference;
 using RootDtd.Rules.RootInference.Published;
 
@@ -37,12 +38,12 @@ public abstract class ExplanationMethod
     /// <summary>Every parameter with its default value (from <see cref="DefaultOptions"/>), in declaration order.</summary>
     public IReadOnlyDictionary<string, double> Defaults => ValuesOf(DefaultOptions);
 
-    /// <summary>Every parameter with its value in <paramref name="options"/>, in declaration order.</summary>
+    /// <summary>Every numeric parameter (not <see cref="MethodParameterKind.Text"/>) with its value in <paramref name="options"/>, in declaration order.</summary>
     public IReadOnlyDictionary<string, double> ValuesOf(object options)
     {
         ArgumentNullException.ThrowIfNull(options);
         var values = new Dictionary<string, double>(StringComparer.Ordinal);
-        foreach (var p in Parameters) values[p.Name] = p.ValueIn(options);
+        foreach (var p in Parameters.Where(p => p.Kind != MethodParameterKind.Text)) values[p.Name] = p.ValueIn(options);
         return values;
     }
 
@@ -68,7 +69,7 @@ public abstract class ExplanationMethod
     /// <summary>"name (parameters: a (a number), b (a switch (0 or 1)))" — for error messages.</summary>
     public string DescribeParameters() => Parameters.Count == 0
         ? $"'{Name}' takes no parameters"
-        : $"parameters of '{Name}': {string.Join(", ", Parameters.Select(p => $"{p.Name} ({p.ExpectedValue}, default {p.Format(p.ValueIn(DefaultOptions))})"))}";
+        : $"parameters of '{Name}': {string.Join(", ", Parameters.Select(p => $"{p.Name} ({p.ExpectedValue}, default {(p.TextIn(DefaultOptions) is { Length: > 0 } t ? t : "automatic")})"))}";
 
     /// <inheritdoc />
     public override string ToString() => Name;
@@ -192,6 +193,7 @@ public static class MethodCatalog
                 .ToArray());
         Add("root-flat-input", "Flat on the input layer, root inference on every other conv/linear layer",
             o => RootComposites.RootFlatInput(o), RootComposites.Parameters.ToArray());
+        AddAttributionMethods();
         Add<NoOptions>(PublishedRootPreset.Name, "the published root-inference code (XAI-RootInference DTDOpt): SSIM/hinge solvers, R-seeded convs, |logit| start, BatchNorm not merged",
             _ => PublishedRootPreset.Composite());
         Add("cp-lrp", "ViT: conservative propagation (Ali et al. 2022): softmax and LayerNorm σ held, ε on Linear/conv", TransformerComposites.ConservativePropagation,
@@ -201,6 +203,33 @@ public static class MethodCatalog
         Add<NoOptions>("chefer", "ViT: Chefer et al. 2021 transformer attribution (LRP α1β0 × attention gradient, rolled out); token map", _ => TransformerComposites.Chefer());
         Add<NoOptions>("rollout", "ViT: attention rollout (Abnar & Zuidema 2020); token map", _ => TransformerComposites.Rollout());
         Add<NoOptions>("raw-attention", "ViT: last block's class-token attention, head mean; token map", _ => TransformerComposites.RawAttention());
+    }
+
+    private static void AddAttributionMethods()
+    {
+        var layer = MethodParameter<GradCamOptions>.Text("layer", "module path of the target layer (default: layer4, else the last conv's ReLU)", o => o.Layer, (o, v) => o with { Layer = v });
+        Add("gradcam", "Grad-CAM: ReLU(Σ_k mean(∂y/∂A_k)·A_k) at a layer, upsampled to the input", o => AttributionComposites.GradCam(o.Layer), layer);
+        Add("gradcam-plus-plus", "Grad-CAM++ channel weights (Chattopadhyay et al. 2018) at a layer, upsampled to the input", o => AttributionComposites.GradCamPlusPlus(o.Layer), layer);
+        Add("smoothgrad", "SmoothGrad: the mean of a base method over n noisy copies, σ = noise·(max − min) per sample",
+            o => AttributionComposites.SmoothGrad(string.Equals(o.Base, "gradient", StringComparison.OrdinalIgnoreCase) ? null : MethodSpec.Default(o.Base).CreateComposite(), o.Samples, o.Noise, o.Seed),
+            MethodParameter<SmoothGradOptions>.Count("n", "noisy samples ≥ 1", o => o.Samples, (o, v) => o with { Samples = v }),
+            MethodParameter<SmoothGradOptions>.Number("noise", "σ as a fraction of each sample's value range, ≥ 0", o => o.Noise, (o, v) => o with { Noise = v }),
+            MethodParameter<SmoothGradOptions>.Count("seed", "seed of the noise", o => o.Seed, (o, v) => o with { Seed = v }),
+            MethodParameter<SmoothGradOptions>.Text("base", "catalog name of the smoothed method (its defaults)", o => o.Base, (o, v) => o with { Base = v }));
+        Add("integrated-gradients", "Integrated Gradients (midpoint rule, m steps) from the zero or a blurred (σ = blur px) baseline",
+            o => AttributionComposites.IntegratedGradients(o.Steps, o.BaselineKind, o.Blur),
+            MethodParameter<IntegratedGradientsOptions>.Count("steps", "steps m ≥ 1", o => o.Steps, (o, v) => o with { Steps = v }),
+            MethodParameter<IntegratedGradientsOptions>.Text("baseline", "zero or blurred", o => o.Baseline, (o, v) => o with { Baseline = v }),
+            MethodParameter<IntegratedGradientsOptions>.Number("blur", "σ of the blurred baseline in pixels, > 0", o => o.Blur, (o, v) => o with { Blur = v }));
+        Add<NoOptions>("agf", "AGF (Gur et al. 2021): attribution-guided factorization, relevance and gradient streams (authors' rules; BatchNorm not merged)",
+            _ => AttributionComposites.Agf());
+        Add("agf-root", "AGF with constrained root inference in its DTD part (C of every conv/dense unit below the output); root options as parameters",
+            o => AttributionComposites.Agf(o), RootComposites.Parameters.ToArray());
+        Add("occlusion", "Occlusion: drop of the target logit when a window is filled, averaged over the windows covering a pixel",
+            o => AttributionComposites.Occlusion(o.Window, o.Stride == 0 ? null : o.Stride, o.Fill),
+            MethodParameter<OcclusionOptions>.Count("window", "window side in pixels ≥ 1", o => o.Window, (o, v) => o with { Window = v }),
+            MethodParameter<OcclusionOptions>.Count("stride", "stride in pixels (0 = the window)", o => o.Stride, (o, v) => o with { Stride = v }),
+            MethodParameter<OcclusionOptions>.Number("fill", "fill value in the model's input space", o => o.Fill, (o, v) => o with { Fill = v }));
     }
 
     /// <summary>All methods in registration order.</summary>

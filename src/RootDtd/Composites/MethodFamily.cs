@@ -17,6 +17,8 @@ public enum MethodFamily
 
     /// <summary>Token maps of transformers (Chefer's attribution, attention rollout, raw attention): not relevance sums.</summary>
     TokenMap,
+    /// <summary>Attribution procedures that are not one rule walk: Grad-CAM(++), SmoothGrad, Integrated Gradients, occlusion, AGF (+ root).</summary>
+    Attribution,
 
     /// <summary>A method RootDtd does not know (registered by an application): no assumption is made.</summary>
     Other,
@@ -71,6 +73,11 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
         _ => Family == MethodFamily.Gradient ? "not conservative (a gradient method)" : "not conservative by construction",
     };
 
+    private static readonly HashSet<string> AttributionProcedures = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "gradcam", "gradcam-plus-plus", "smoothgrad", "occlusion", "agf", "agf-root",
+    };
+
     private static readonly HashSet<string> Conservative = new(StringComparer.OrdinalIgnoreCase)
     {
         "wsquare", "flat",
@@ -104,6 +111,10 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
             return new(MethodFamily.Lrp, ConservationExpectation.NotExpected);
         if (bare.ToLowerInvariant() is "chefer" or "rollout" or "raw-attention")
             return new(MethodFamily.TokenMap, ConservationExpectation.NotExpected);
+        // Integrated Gradients is complete (Σ attribution = f(x) − f(baseline), its conservation report's reference) up to the path sum
+        if (string.Equals(bare, "integrated-gradients", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.Attribution, ConservationExpectation.Approximately);
+        if (AttributionProcedures.Contains(bare)) return new(MethodFamily.Attribution, ConservationExpectation.NotExpected);
         if (Conservative.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Conserves);
         if (Approximate.Contains(bare)) return new(MethodFamily.Lrp, ConservationExpectation.Approximately);
         return new(MethodFamily.Other, ConservationExpectation.NotExpected);
@@ -118,6 +129,7 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
     {
         ArgumentNullException.ThrowIfNull(composite);
         if (composite.TokenMap is not null) return new(MethodFamily.TokenMap, ConservationExpectation.NotExpected);
+        if (composite.Procedure is not null && Of(composite.Name) is { Family: not MethodFamily.Other } known) return known;
         if (composite.StartRelevance == StartRelevance.OneHot) return new(MethodFamily.Gradient, ConservationExpectation.NotExpected);
         return Of(composite.Name);
     }

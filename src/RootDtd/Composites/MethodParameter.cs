@@ -13,6 +13,9 @@ public enum MethodParameterKind
 
     /// <summary>On or off: <c>1</c>/<c>0</c> (also <c>true</c>/<c>false</c>, <c>on</c>/<c>off</c>).</summary>
     Switch,
+
+    /// <summary>A name (e.g. a module path <c>layer=layer3</c> or a method <c>base=epsilon-plus-flat</c>); no commas, colons or spaces.</summary>
+    Text,
 }
 
 /// <summary>
@@ -46,8 +49,16 @@ public abstract class MethodParameter
     {
         MethodParameterKind.Count => "a whole number ≥ 0",
         MethodParameterKind.Switch => "a switch (0 or 1)",
+        MethodParameterKind.Text => "a name",
         _ => "a number",
     };
+
+    /// <summary>The value in <paramref name="options"/> as a spec writes it (numbers via <see cref="Format"/>; names as they are).</summary>
+    public virtual string TextIn(object options) => Format(ValueIn(options));
+
+    /// <summary>Returns a copy of <paramref name="options"/> with this text parameter set (only for <see cref="MethodParameterKind.Text"/>).</summary>
+    internal virtual object WithText(object options, string text) =>
+        throw new InvalidOperationException($"Parameter '{Name}' takes {ExpectedValue}, not a name.");
 
     /// <summary>Reads the parameter's value from an options object of the method (switches as 0/1).</summary>
     public abstract double ValueIn(object options);
@@ -83,6 +94,7 @@ public abstract class MethodParameter
     /// <summary>True when <paramref name="value"/> is valid for the parameter's kind.</summary>
     public bool Accepts(double value) => Kind switch
     {
+        MethodParameterKind.Text => false,
         MethodParameterKind.Switch => value is 0 or 1,
         MethodParameterKind.Count => IsCount(value),
         _ => double.IsFinite(value),
@@ -105,12 +117,44 @@ public sealed class MethodParameter<TOptions> : MethodParameter where TOptions :
 {
     private readonly Func<TOptions, double> _get;
     private readonly Func<TOptions, double, TOptions> _set;
+    private readonly Func<TOptions, string>? _getText;
+    private readonly Func<TOptions, string, TOptions>? _setText;
 
     private MethodParameter(string name, MethodParameterKind kind, string description, Func<TOptions, double> get, Func<TOptions, double, TOptions> set)
         : base(name, kind, description)
     {
         _get = get ?? throw new ArgumentNullException(nameof(get));
         _set = set ?? throw new ArgumentNullException(nameof(set));
+    }
+
+    private MethodParameter(string name, string description, Func<TOptions, string> get, Func<TOptions, string, TOptions> set)
+        : base(name, MethodParameterKind.Text, description)
+    {
+        _getText = get ?? throw new ArgumentNullException(nameof(get));
+        _setText = set ?? throw new ArgumentNullException(nameof(set));
+        _get = _ => double.NaN;
+        _set = (_, _) => throw new InvalidOperationException($"Parameter '{name}' takes a name, not a number.");
+    }
+
+    /// <summary>A parameter whose value is a name (no commas, colons, equals signs or spaces; empty = the method's automatic choice).</summary>
+    /// <param name="name">Key in a spec.</param>
+    /// <param name="description">What it changes.</param>
+    /// <param name="get">Reads the field.</param>
+    /// <param name="set">Copies the record with the field set.</param>
+    public static MethodParameter<TOptions> Text(string name, string description, Func<TOptions, string> get, Func<TOptions, string, TOptions> set) =>
+        new(name, description, get, set);
+
+    /// <inheritdoc />
+    public override string TextIn(object options) => _getText is null ? base.TextIn(options) : _getText(Cast(options));
+
+    internal override object WithText(object options, string text)
+    {
+        if (_setText is null) return base.WithText(options, text);
+        ArgumentNullException.ThrowIfNull(text);
+        text = text.Trim();
+        if (text.Any(c => c is ',' or '=' or ':' || char.IsWhiteSpace(c)))
+            throw new ArgumentException($"'{Name}' must be a name without ',', '=', ':' or spaces; got '{text}'.");
+        return _setText(Cast(options), text);
     }
 
     /// <summary>A real-valued parameter.</summary>

@@ -27,8 +27,9 @@ public sealed class MethodSpec : IEquatable<MethodSpec>
         Method = method;
         Options = options;
         Values = method.ValuesOf(options);
-        var changed = method.Parameters.Where(p => !p.ValueIn(options).Equals(p.ValueIn(method.DefaultOptions))).ToList();
-        Text = changed.Count == 0 ? method.Name : method.Name + ":" + string.Join(",", changed.Select(p => p.Name + "=" + p.Format(p.ValueIn(options))));
+        TextValues = method.Parameters.Where(p => p.Kind == MethodParameterKind.Text).ToDictionary(p => p.Name, p => p.TextIn(options), StringComparer.Ordinal);
+        var changed = method.Parameters.Where(p => p.TextIn(options) != p.TextIn(method.DefaultOptions)).ToList();
+        Text = changed.Count == 0 ? method.Name : method.Name + ":" + string.Join(",", changed.Select(p => p.Name + "=" + p.TextIn(options)));
     }
 
     /// <summary>The catalog entry.</summary>
@@ -39,6 +40,9 @@ public sealed class MethodSpec : IEquatable<MethodSpec>
 
     /// <summary>Every parameter of the method with the value used (defaults merged with the given ones), in declaration order.</summary>
     public IReadOnlyDictionary<string, double> Values { get; }
+
+    /// <summary>Every name-valued parameter (<see cref="MethodParameterKind.Text"/>) with the value used; not in <see cref="Values"/>.</summary>
+    public IReadOnlyDictionary<string, string> TextValues { get; }
 
     /// <summary>The canonical spec text, e.g. <c>root:steps=5,normalized=0</c>.</summary>
     public string Text { get; }
@@ -124,8 +128,20 @@ public sealed class MethodSpec : IEquatable<MethodSpec>
                     throw new MethodSpecException($"Cannot read '{part}' in '{text}': expected key=value ({method.DescribeParameters()}).");
                 var p = Parameter(method, kv[0]);
                 if (!seen.Add(p.Name)) throw new MethodSpecException($"'{p.Name}' is given twice in '{text}'.");
+                if (p.Kind == MethodParameterKind.Text)
+                {
+                    try
+                    {
+                        options = p.WithText(options, kv[1]);
+                    }
+                    catch (ArgumentException e)
+                    {
+                        throw new MethodSpecException($"Cannot read '{part}' in '{text}': {MessageOf(e)}", e);
+                    }
+                    continue;
+                }
                 if (!p.TryRead(kv[1], out var value))
-                    throw new MethodSpecException($"Cannot read '{part}' in '{text}': '{p.Name}' must be {p.ExpectedValue} (default {p.Format(p.ValueIn(method.DefaultOptions))}).");
+                    throw new MethodSpecException($"Cannot read '{part}' in '{text}': '{p.Name}' must be {p.ExpectedValue} (default {p.TextIn(method.DefaultOptions)}).");
                 options = Set(method, p, options, value);
             }
         }
@@ -150,7 +166,9 @@ public sealed class MethodSpec : IEquatable<MethodSpec>
     private static MethodParameter Parameter(ExplanationMethod method, string key) => method.FindParameter(key)
         ?? throw new MethodSpecException(method.Parameters.Count == 0
             ? $"Method '{method.Name}' has no parameter '{key.Trim()}': it takes no parameters."
-            : $"Method '{method.Name}' has no parameter '{key.Trim()}'. Valid parameters: {string.Join(", ", method.Parameters.Select(p => $"{p.Name} ({p.ExpectedValue}, default {p.Format(p.ValueIn(method.DefaultOptions))})"))}.");
+            : $"Method '{method.Name}' has no parameter '{key.Trim()}'. Valid parameters: {string.Join(", ", method.Parameters.Select(p => $"{p.Name} ({p.ExpectedValue}, default {DefaultText(p, method)})"))}.");
+
+    private static string DefaultText(MethodParameter p, ExplanationMethod method) => p.TextIn(method.DefaultOptions) is { Length: > 0 } t ? t : "automatic";
 
     private static object Set(ExplanationMethod method, MethodParameter p, object options, double value)
     {

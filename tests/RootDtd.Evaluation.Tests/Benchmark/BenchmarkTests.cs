@@ -32,6 +32,8 @@ public class BenchmarkTests
                 PgdSamples = 4,
                 Pgd = new PgdOptions { MaxIterations = 2 },
                 GallerySamples = 2,
+                SanitySamples = 2,
+                Sanity = new SanityCheckOptions { Groups = 2 },
             };
             return new BenchmarkRunner(model, options).Run(images, masks, labels);
         }
@@ -131,6 +133,22 @@ public class BenchmarkTests
         public Collect(List<BenchmarkProgress> list) => _list = list;
 
         public void Report(BenchmarkProgress value) => _list.Add(value);
+    }
+
+    [Fact]
+    public void TheSanityTableAndPlotCoverTheNewMethods()
+    {
+        var result = RunSmall(new[] { BenchmarkMethod.Of("gradcam"), BenchmarkMethod.Of("integrated-gradients:steps=4") }, BenchmarkProtocols.Sanity);
+        result.Methods.Should().OnlyContain(m => m.Error == null && m.Sanity != null);
+        var table = BenchmarkReport.SanityTable(result);
+        table.Rows.Select(r => r.Method.TrimEnd(' ', '⚑')).Should().Equal("gradcam", "integrated-gradients:steps=4");
+        table.Rows.Should().OnlyContain(r => r.Values.Values.All(v => v >= -1 && v <= 1));
+        table.Rows.Should().OnlyContain(r => !r.Values.ContainsKey(BenchmarkReport.SanityColumns[5]), "no random-label model was given");
+        var md = BenchmarkReport.ToMarkdown(result, sanityPng: "s.png");
+        md.Should().Contain("Sanity checks (Adebayo et al. 2018)").And.Contain("![sanity checks](s.png)").And.Contain("no random-label model was given");
+        using var plot = BenchmarkReport.RenderSanityPlot(result);
+        plot!.Width.Should().Be(2 * 300);
+        result.Methods[0].Sanity!.Steps.Should().HaveCount(4, "2 cascading and 2 independent steps");
     }
 
     [Fact]

@@ -1,0 +1,122 @@
+using FluentAssertions;
+using RootDtd.Attribution;
+using RootDtd.Composites;
+using RootDtd.Tests.Core;
+using TorchSharp;
+using TorchSharp.Modules;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace RootDtd.Tests.Attribution;
+
+/// <summary>AGF's pieces by hand, the start + z^B path against an independent computation, and batch = singles.</summary>
+public class AgfTests
+{
+    private static double[] Values(Tensor t) => t.to(float64).contiguous().data<double>().ToArray();
+
+    [Fact]
+    public void SafeDivideAndDeltaShiftFollowTheirDefinitions()
+    {
+        using var scope = torch.NewDisposeScope();
+        var a = torch.tensor(new[] { 1.0, 2, 3 });
+        var b = torch.tensor(new[] { 2.0, 0, -4 });
+        // the authors' denominator clamp(b, min=1e-9) + clamp(b, max=1e-9) is b + 1e-9 for |b| > 1e-9; 0 where b = 0
+        Values(Agf.SafeDivide(a, b)).Should().Equal(new[] { 1 / (2 + 1e-9), 0, 3 / (-4 + 1e-9) }, (p, q) => Math.Abs(p - q) < 1e-15);
+        // C has support {0, 2}; R = (1, 5, 3) on it sums to 9 over 2 positions: C + R − 4.5 on the support, C + R off it
+        var c = torch.tensor(new[] { 2.0, 0, 1 }).view(1, 3);
+        var r = torch.tensor(new[] { 1.0, 5, 3 }).view(1, 3);
+        var shifted = Agf.DeltaShift(c, r);
+        Values(shifted).Should().Equal(new[] { 2 + 1 - 4.5, 0 + 5 - 9 / 2.0 * 0, 1 + 3 - 4.5 }, (p, q) => Math.Abs(p - q) < 1e-12);
+        shifted.sum().item<double>().Should().BeApproximately(c.sum().item<double>() + r.sum().item<double>() - 9, 1e-12);
+    }
+
+    [Fact]
+    public void OnConvReluDenseTheMapIsTheBiasFreeZBoxOfTheAuthorsStartRelevance()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(21);
+        var model = nn.Sequential(("conv", nn.Conv2d(3, 4, 3, padding: 1)), ("relu", nn.ReLU()), ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 5 * 5, 3)));
+        model.to(float64);
+        model.eval();
+        var x = torch.randn(new long[] { 2, 3, 5, 5 }, float64);
+        var targets = new long[] { 2, 0 };
+        using var e = new Explainer(model, MethodCatalog.Parse("agf")).Explain(x, targets);
+
+        // independent computation: start relevance at the dense input, ReLU passes it, z^B at the input (no bias)
+        var conv = (Conv2d)model[0];
+        var fc = (Linear)model[3];
+        Tensor a;
+        using (torch.no_grad()) a = torch.nn.functional.relu(conv.forward(x)).flatten(1);
+        var leaf = a.detach().requires_grad_(true);
+        var y = fc.forward(leaf);
+        var t = torch.tensor(targets).unsqueeze(1);
+        var yt = y.gather(1, t);
+        var sigma = (y - yt).abs().amax(new long[] { 1 }, keepdim: true);
+        var s = torch.softmax(yt * torch.exp(-0.5 * ((y - yt) / sigma).pow(2)), 1);
+        var g = torch.autograd.grad(new[] { s.gather(1, t).sum() }, new[] { leaf })[0];
+        // the ReLU's z-rule passes the cam, up to the authors' safe_divide: r · a/(a + 1e-9) where a > 0
+        var camOut = (a * g * torch.where(a.gt(0), a / (a + 1e-9), torch.zeros_like(a))).view(2, 4, 5, 5);
+        var w = conv.weight!.detach();
+        var wp = w.clamp(min: 0);
+        var wn = w.clamp(max: 0);
+        var low = x.amin(new long[] { 1, 2, 3 }, keepdim: true).expand(x.shape);
+        var high = x.amax(new long[] { 1, 2, 3 }, keepdim: true).expand(x.shape);
+        var xl = x.detach().requires_grad_(true);
+        var ll = low.detach().requires_grad_(true);
+        var hl = high.detach().requires_grad_(true);
+        Tensor Conv(Tensor input, Tensor weight) => torch.nn.functional.conv2d(input, weight, padding: new long[] { 1, 1 });
+        var z = Conv(xl, w) - Conv(ll, wp) - Conv(hl, wn);
+        var sdiv = (camOut / (z + 1e-9)).detach(); // the authors' safe_divide (z ≠ 0 here)
+        var grads = torch.autograd.grad(new[] { (Conv(xl, w) * sdiv).sum(), (Conv(ll, wp) * sdiv).sum(), (Conv(hl, wn) * sdiv).sum() }, new[] { xl, ll, hl });
+        var expected = x * grads[0] - low * grads[1] - high * grads[2];
+        expected = expected / (expected.amax(new long[] { 1, 2, 3 }, keepdim: true) + 1e-9); // the authors' safe_divide
+
+        // ≈ 1e-8: the 1e-9 stabilisers of the start (σ) and of z^B enter the two computations in different places
+        TestNets.RelativeDifference(e.InputRelevance, expected).Should().BeLessThan(1e-7);
+        // max/(max + 1e-9): the final normalisation divides through the authors' safe_divide
+        e.InputRelevance.amax(new long[] { 1, 2, 3 }).to(float64).data<double>().ToArray().Should().OnlyContain(v => Math.Abs(v - 1) < 1e-6);
+    }
+
+    [Theory]
+    [InlineData("agf")]
+    [InlineData("agf-root:steps=3")]
+    public void ABatchGivesEachSamplesMapAloneOnAVggAndAResNet(string spec)
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(22);
+        var vgg = new RootDtd.Models.Vgg(new[] { 4, 0, 6, 6, 0 }, true, new[] { 10 }, 3, pooledSize: 2, dropout: 0.5);
+        TestNets.RandomizeBatchNorm(vgg);
+        vgg.to(float64);
+        vgg.eval();
+        using var resnet = TestNets.SmallResNet();
+        foreach (var (model, size) in new (nn.Module, int)[] { (vgg, 12), (resnet, 16) })
+        {
+            var x = torch.randn(new long[] { 3, 3, size, size }, float64);
+            var targets = new long[] { 1, 0, 2 };
+            using var explainer = new Explainer(model, MethodCatalog.Parse(spec));
+            using var all = explainer.Explain(x, targets);
+            Values(all.InputRelevance).Should().OnlyContain(v => double.IsFinite(v));
+            all.InputRelevance.abs().sum().item<double>().Should().BeGreaterThan(0);
+            for (var i = 0; i < 3; i++)
+            {
+                using var one = explainer.Explain(x.narrow(0, i, 1), new[] { targets[i] });
+                TestNets.RelativeDifference(all.InputRelevance.narrow(0, i, 1), one.InputRelevance).Should().BeLessThan(1e-8, $"{spec}, sample {i}");
+            }
+        }
+        vgg.Dispose();
+    }
+
+    [Fact]
+    public void AgfAndAgfRootDifferAndRootRecordsItsUnits()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var model = TestNets.CnnWithBatchNorm();
+        torch.manual_seed(23);
+        var x = torch.randn(new long[] { 2, 3, 8, 8 }, float64);
+        using var plain = new Explainer(model, MethodCatalog.Parse("agf")).Explain(x, new long[] { 1, 2 });
+        using var root = new Explainer(model, MethodCatalog.Parse("agf-root"), new ExplainerOptions { CollectDiagnostics = true }).Explain(x, new long[] { 1, 2 });
+        TestNets.RelativeDifference(root.InputRelevance, plain.InputRelevance).Should().BeGreaterThan(1e-3);
+        root.Diagnostics.Select(d => d.Unit).Should().Contain(new[] { "conv2", "fc1" }, "C of the conv and dense units below the output is root-inferred");
+        root.Diagnostics.Select(d => d.Unit).Should().NotContain(new[] { "conv1", "fc2" }, "the input layer keeps z^B and the output unit is the start");
+    }
+}

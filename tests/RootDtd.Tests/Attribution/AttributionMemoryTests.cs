@@ -1,0 +1,36 @@
+using FluentAssertions;
+using RootDtd.Composites;
+using RootDtd.Tests.Core;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace RootDtd.Tests.Attribution;
+
+/// <summary>500 explanations per attribution method leave the live tensor count where it was.</summary>
+public class AttributionMemoryTests
+{
+    [Theory]
+    [InlineData("gradcam")]
+    [InlineData("gradcam-plus-plus")]
+    [InlineData("smoothgrad:n=3")]
+    [InlineData("smoothgrad:base=epsilon-plus-flat,n=2")]
+    [InlineData("integrated-gradients:steps=4,baseline=blurred,blur=1")]
+    [InlineData("occlusion:window=4")]
+    public void FiveHundredExplanationsKeepTheLiveTensorCountFlat(string spec)
+    {
+        using var model = TestNets.CnnWithBatchNorm(ScalarType.Float32);
+        using var x = torch.randn(25, 3, 8, 8);
+        using var low = torch.tensor(-4f);
+        using var high = torch.tensor(4f);
+        using var explainer = new Explainer(model, MethodCatalog.Parse(spec), new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
+        for (var i = 0; i < 2; i++) explainer.Explain(x).Dispose();
+        var counts = new List<long>();
+        for (var i = 0; i < 20; i++) // 20 batches of 25 = 500 explanations
+        {
+            using (var e = explainer.Explain(x)) e.Heatmap.shape.Should().Equal(25, 8, 8);
+            counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        }
+        counts.Distinct().Should().ContainSingle($"the live count must not drift: {string.Join(", ", counts.Distinct())}");
+    }
+}

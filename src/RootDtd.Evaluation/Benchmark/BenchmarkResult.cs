@@ -105,6 +105,7 @@ public sealed class MethodResult
             var iterations = pgd.Sum(c => c.IterationSum);
             if (samples > 0) result.Pgd = new PgdResult(result.Label, samples, correct, successes, successes > 0 ? (double)iterations / successes : double.NaN);
         }
+        result.Sanity = states.Select(s => s.Sanity).FirstOrDefault(r => r is not null);
         var scores = states.SelectMany(s => s.RootScores).ToList();
         if (scores.Count > 0)
         {

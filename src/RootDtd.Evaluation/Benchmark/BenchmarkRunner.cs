@@ -332,13 +332,13 @@ public sealed class BenchmarkRunner
                 state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
 
-            if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation)
+            if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null)
             {
                 var sanityCount = (int)Math.Min(images.shape[0], _options.SanitySamples);
                 using var si = images.narrow(0, 0, sanityCount);
                 using var sl = labels.narrow(0, 0, sanityCount);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, 0, sanityCount));
-                result.Sanity = SanityChecks.Run(_model, method.Label, method.CreateComposite, new ExplainerOptions { InputLow = low, InputHigh = high }, si, sl,
+                state.Sanity = SanityChecks.Run(_model, method.Label, method.CreateComposite, new ExplainerOptions { InputLow = low, InputHigh = high }, si, sl,
                     _options.Sanity with { BatchSize = _options.BatchSize }, _options.RandomLabelModel);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, sanityCount, sanityCount));
             }

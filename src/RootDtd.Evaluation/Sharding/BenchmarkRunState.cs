@@ -84,6 +84,11 @@ public sealed class MethodState
     /// <summary>PGD counts, once PGD of this shard is done.</summary>
     public PgdCounts? Pgd { get; set; }
 
+    /// <summary>Sanity-check result of this run (in memory only: sanity checks are not part of the shard state file, so a
+    /// merged report has no sanity table; run them in one unsharded process).</summary>
+    [JsonIgnore]
+    public SanityCheckResult? Sanity { get; set; }
+
     /// <summary>Name of the input-layer unit whose root was checked.</summary>
     public string? RootUnit { get; set; }
 

@@ -84,8 +84,9 @@ public sealed class MethodState
     /// <summary>PGD counts, once PGD of this shard is done.</summary>
     public PgdCounts? Pgd { get; set; }
 
-    /// <summary>Sanity-check result of this run (in memory only: sanity checks are not part of the shard state file, so a
-    /// merged report has no sanity table; run them in one unsharded process).</summary>
+    /// <summary>Sanity-check result of this process (in memory only, not in the state file: the randomised-model maps are
+    /// not reproducible bit for bit across processes, so a merged report has no sanity table — run the sanity protocol
+    /// in one unsharded process).</summary>
     [JsonIgnore]
     public SanityCheckResult? Sanity { get; set; }
 

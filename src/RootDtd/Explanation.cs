@@ -79,8 +79,30 @@ public sealed class ConservationReport
     /// <summary>Σ of the input relevance per sample.</summary>
     public double[] InputSum { get; }
 
-    /// <summary>Largest |Σ input relevance − start relevance| / |start relevance| over the batch.</summary>
-    public double MaxRelativeError => InputSum.Select((s, i) => Math.Abs(s - StartRelevance[i]) / Math.Max(Math.Abs(StartRelevance[i]), 1e-30)).DefaultIfEmpty(0).Max();
+    /// <summary>
+    /// Largest |Σ input relevance − start relevance| / |start relevance| over the batch; NaN when any sample's relevance
+    /// is not finite (see <see cref="NonFiniteSamples"/>), never a clean number that hides it.
+    /// </summary>
+    public double MaxRelativeError
+    {
+        get
+        {
+            double max = 0;
+            for (int i = 0; i < InputSum.Length; i++)
+            {
+                double e = Math.Abs(InputSum[i] - StartRelevance[i]) / Math.Max(Math.Abs(StartRelevance[i]), 1e-30);
+                if (double.IsNaN(e)) return double.NaN;
+                max = Math.Max(max, e);
+            }
+            return max;
+        }
+    }
+
+    /// <summary>Samples (batch indices) whose relevance is NaN or ±∞ at the input, the start or any node.</summary>
+    public IReadOnlyList<int> NonFiniteSamples =>
+        Enumerable.Range(0, InputSum.Length)
+            .Where(i => !double.IsFinite(InputSum[i]) || !double.IsFinite(StartRelevance[i]) || Layers.Any(l => !double.IsFinite(l.Sums[i])))
+            .ToList();
 
     /// <summary>Readable table: one line per node.</summary>
     public override string ToString()

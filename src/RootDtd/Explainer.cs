@@ -10,8 +10,16 @@ namespace RootDtd;
 /// Explains a TorchSharp classifier with a <see cref="Composite"/> of relevance rules. The explainer builds a relevance
 /// graph from the module tree (canonized, e.g. BatchNorm merged — the model itself is left untouched), runs the graph
 /// forward recording every layer input, checks that the graph reproduces the model's own logits, and walks the graph
-/// backwards applying one rule per node. Not thread-safe: use one explainer per thread.
+/// backwards applying one rule per node.
 /// </summary>
+/// <remarks>
+/// Thread safety: an explainer is not thread-safe — use one per thread; calling one explainer from two threads at once
+/// throws <see cref="InvalidOperationException"/> (it never returns a wrong result). Any number of explainers may share
+/// one model across threads: the model's parameters, buffers and training flags are never changed, and the only call
+/// of the model's own forward (the forward check) takes a per-model lock and gives the model eval semantics for its
+/// duration, so BatchNorm statistics are never updated, even for a model left in training mode. Do not train or
+/// modify the model while it is being explained.
+/// </remarks>
 /// <example>
 /// <code>
 /// using var explainer = new Explainer(model, Composites.EpsilonPlusFlat());
@@ -30,6 +38,7 @@ public sealed class Explainer : IDisposable
     private GraphAnalysis? _analysis;
     private Dictionary<int, List<string>>? _wantedLayers;
     private (DeviceType Type, int Index, ScalarType DType)? _snapshot;
+    private int _busy;
 
     /// <summary>Creates an explainer for <paramref name="model"/> (which must map [B,C,H,W] or [B,F] inputs to [B,K] logits).</summary>
     public Explainer(nn.Module model, Composite composite, ExplainerOptions? options = null)
@@ -142,6 +151,23 @@ public sealed class Explainer : IDisposable
     /// <summary>Explains <paramref name="targets"/> (one class per sample; <c>null</c> = the predicted classes).</summary>
     public Explanation Explain(Tensor input, long[]? targets)
     {
+        if (Interlocked.Exchange(ref _busy, 1) == 1)
+            throw new InvalidOperationException("This Explainer is already explaining on another thread; an Explainer is not thread-safe: create one per thread (they may share the model).");
+        try
+        {
+            // Explanations need autograd: leave a caller's inference_mode or no_grad for the duration of the call.
+            using var normalMode = torch.inference_mode(false);
+            using var grad = torch.enable_grad();
+            return ExplainChecked(input, targets);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    private Explanation ExplainChecked(Tensor input, long[]? targets)
+    {
         ValidateInput(input);
         if (_graph is null)
         {
@@ -164,18 +190,8 @@ public sealed class Explainer : IDisposable
         if (current is { } d && d.Item3 != input.dtype)
             throw new ArgumentException($"The input has dtype {input.dtype} but the model's parameters are {d.Item3}; convert one of them.", nameof(input));
 
-        var trainingModes = _model.modules().Select(m => (m, m.training)).ToList();
-        var wasTraining = trainingModes.Any(t => t.training);
-        if (wasTraining) _model.eval();
-        try
-        {
-            return ExplainCore(input, targets);
-        }
-        finally
-        {
-            if (wasTraining)
-                foreach (var (m, training) in trainingModes) m.train(training);
-        }
+        // The graph has eval semantics by construction; only the forward check runs the model (see ModelGate).
+        return ExplainCore(input, targets);
     }
 
     private void ValidateInput(Tensor input)
@@ -205,7 +221,9 @@ public sealed class Explainer : IDisposable
     private Explanation ExplainCore(Tensor input, long[]? targets)
     {
         using var scope = torch.NewDisposeScope();
-        var x = input.detach();
+        // Our own copy: the caller's tensor is never modified (e.g. by a model whose first layer is an in-place ReLU),
+        // and a tensor made under inference_mode becomes an ordinary one.
+        var x = input.detach().clone();
         Tensor[] outputs;
         using (torch.no_grad()) outputs = _graph.Forward(x);
         var logits = outputs[_graph.OutputIndex];
@@ -479,56 +497,119 @@ public sealed class Explainer : IDisposable
     private void VerifyForward(Tensor x, Tensor logits)
     {
         Tensor expected;
-        using (torch.no_grad()) expected = ((nn.Module<Tensor, Tensor>)_model).forward(x);
+        using (ModelGate.Enter(_model))
+        using (torch.no_grad())
+            expected = ((nn.Module<Tensor, Tensor>)_model).forward(x.clone());
+        if (!torch.isfinite(expected).all().item<bool>()) throw NonFiniteModelOutput(expected);
         var tolerance = _options.VerifyTolerance ?? (x.dtype == ScalarType.Float64 ? 1e-8 : 1e-3);
         if (!expected.shape.SequenceEqual(logits.shape))
             throw new ExplanationException($"The relevance graph produces [{string.Join(", ", logits.shape)}] but the model returns [{string.Join(", ", expected.shape)}]: the model's forward does something its adapters do not describe.");
         var scale = Math.Max(1.0, expected.abs().max().ToDouble());
         var diff = (expected - logits).abs().max().ToDouble();
         if (diff <= tolerance * scale) return;
+        if (ChangedSinceBuilt(x) is { } changed)
+            throw new ExplanationException(
+                $"The relevance graph does not reproduce the model's output (max |Δlogit| = {diff:g3}, allowed {tolerance * scale:g3}) because the model's parameters " +
+                $"changed after this Explainer was built (first difference at '{changed}'): call Refresh() after changing the weights.");
         throw new ExplanationException(
             $"The relevance graph does not reproduce the model's output (max |Δlogit| = {diff:g3}, allowed {tolerance * scale:g3}). " +
             LocateMismatch(x) + " A functional operation in a forward() was probably not described by the module's adapter; register one with ModuleAdapters.Default.Register<T>(...) (or on the ModuleAdapters given in ExplainerOptions.Adapters).");
     }
 
-    /// <summary>Runs the model with forward hooks and names the first module whose output differs from its graph node.</summary>
+    /// <summary>
+    /// The model's own output is NaN or ±∞: names the parameters and buffers with non-finite values (or negative
+    /// BatchNorm variances) instead of blaming an adapter.
+    /// </summary>
+    private ExplanationException NonFiniteModelOutput(Tensor expected)
+    {
+        using var scope = torch.NewDisposeScope();
+        var bad = new List<string>();
+        foreach (var (name, p) in _model.named_parameters())
+            if (p.is_floating_point() && !torch.isfinite(p).all().item<bool>()) bad.Add($"parameter '{name}'");
+        foreach (var (name, b) in _model.named_buffers())
+        {
+            if (!b.is_floating_point()) continue;
+            if (!torch.isfinite(b).all().item<bool>()) bad.Add($"buffer '{name}'");
+            else if (name.EndsWith("running_var", StringComparison.Ordinal) && b.lt(0).any().item<bool>()) bad.Add($"buffer '{name}' (negative variance)");
+        }
+        var samples = torch.isfinite(expected).all(1).logical_not().nonzero().flatten().cpu().data<long>().ToArray();
+        return bad.Count > 0
+            ? new ExplanationException($"The model's output is NaN or infinite for sample(s) {string.Join(", ", samples.Take(10))} because its weights are: {string.Join(", ", bad.Take(10))}{(bad.Count > 10 ? $" and {bad.Count - 10} more" : string.Empty)} contain NaN or infinite values. Load finite weights.")
+            : new ExplanationException($"The model's output is NaN or infinite for sample(s) {string.Join(", ", samples.Take(10))} although its weights and the input are finite (an overflow in the model's forward, e.g. float16 or very large weights).");
+    }
+
+    /// <summary>
+    /// Names where the explainer's graph and the model part: runs the model with forward hooks and compares every
+    /// graph node with the output of the last module that maps to it (after BatchNorm merging, a conv's node is the
+    /// output of its BatchNorm), in forward order. Also says when a freshly built graph would match, i.e. the model's
+    /// parameters changed after the explainer was built.
+    /// </summary>
     private string LocateMismatch(Tensor x)
     {
-        var captured = new Dictionary<string, Tensor>();
+        using var scope = torch.NewDisposeScope();
+        var captured = new Dictionary<string, (int Order, Tensor Output)>();
         var hooks = new List<Action>();
         foreach (var (name, module) in _model.named_modules())
         {
             if (name.Length == 0 || module is not nn.Module<Tensor, Tensor> m || !_graph.ModuleOutputs.ContainsKey(name)) continue;
-            var remover = m.register_forward_hook((_, _, o) => { captured[name] = o.detach().clone(); return null!; });
+            // The copy leaves the model's own dispose scopes (a forward() may dispose its intermediate outputs).
+            var remover = m.register_forward_hook((_, _, o) =>
+            {
+                captured[name] = (captured.Count, o.detach().clone().DetachFromDisposeScope());
+                return null!;
+            });
             hooks.Add(() => remover.remove());
         }
         try
         {
             Tensor[] outputs;
+            using (ModelGate.Enter(_model))
             using (torch.no_grad())
             {
-                ((nn.Module<Tensor, Tensor>)_model).call(x);
+                ((nn.Module<Tensor, Tensor>)_model).call(x.clone());
                 outputs = _graph.Forward(x);
             }
             foreach (var node in _graph.Nodes)
             {
-                foreach (var (name, idx) in _graph.ModuleOutputs.Where(kv => kv.Value == node.Index))
-                {
-                    if (!captured.TryGetValue(name, out var actual)) continue;
-                    var mine = outputs[idx];
-                    if (!actual.shape.SequenceEqual(mine.shape))
-                        return $"First difference at module '{name}': the model's output has shape [{string.Join(", ", actual.shape)}], the graph's [{string.Join(", ", mine.shape)}].";
-                    var d = (actual - mine).abs().max().ToDouble();
-                    var s = Math.Max(1.0, actual.abs().max().ToDouble());
-                    if (d > 1e-3 * s) return $"First difference at module '{name}' (max |Δ| = {d:g3}).";
-                }
+                var name = _graph.ModuleOutputs.Where(kv => kv.Value == node.Index && captured.ContainsKey(kv.Key))
+                    .Select(kv => kv.Key).OrderBy(n => captured[n].Order).LastOrDefault();
+                if (name is null) continue;
+                var actual = captured[name].Output;
+                var mine = outputs[node.Index];
+                if (!actual.shape.SequenceEqual(mine.shape))
+                    return $"First difference at module '{name}': the model's output has shape [{string.Join(", ", actual.shape)}], the graph's [{string.Join(", ", mine.shape)}].";
+                var d = (actual - mine).abs().max().ToDouble();
+                var s = Math.Max(1.0, actual.abs().max().ToDouble());
+                if (d > 1e-3 * s) return $"First difference at module '{name}' (max |Δ| = {d:g3}).";
             }
             return "Every module output matches; the difference comes from an operation between modules (e.g. a functional activation or addition).";
         }
         finally
         {
             foreach (var remove in hooks) remove();
+            foreach (var (_, t) in captured.Values) t.Dispose();
         }
+    }
+
+    /// <summary>
+    /// When a graph built from the model now differs from the explainer's graph (the weights changed after it was
+    /// built): the name of the first node whose output differs; otherwise null.
+    /// </summary>
+    private string? ChangedSinceBuilt(Tensor x)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var fresh = GraphBuilder.Build(_model, _options.Adapters);
+        foreach (var c in _options.Canonizers ?? Composite.Canonizers) c.Apply(fresh);
+        if (fresh.Nodes.Count != _graph.Nodes.Count) return null;
+        using var _ = torch.no_grad();
+        var a = fresh.Forward(x);
+        var b = _graph.Forward(x);
+        for (int i = 1; i < a.Length; i++)
+        {
+            if (!a[i].shape.SequenceEqual(b[i].shape)) return null; // another structure: not a weight change
+            if ((a[i] - b[i]).abs().max().ToDouble() > 1e-6 * Math.Max(1.0, b[i].abs().max().ToDouble())) return _graph.Nodes[i].Name;
+        }
+        return null;
     }
 
     /// <summary>Releases the graph's parameter copies.</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace RootDtd;
 

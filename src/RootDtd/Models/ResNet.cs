@@ -58,11 +58,11 @@ public sealed class ResidualBlock : Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var h = relu.forward(bn1.forward(conv1.forward(input)));
-        h = bn2.forward(conv2.forward(h));
-        if (conv3 is not null && bn3 is not null) h = bn3.forward(conv3.forward(relu.forward(h)));
-        var identity = downsample is null ? input : downsample.forward(input);
-        return relu.forward(h + identity).MoveToOuterDisposeScope();
+        var h = relu.call(bn1.call(conv1.call(input)));
+        h = bn2.call(conv2.call(h));
+        if (conv3 is not null && bn3 is not null) h = bn3.call(conv3.call(relu.call(h)));
+        var identity = downsample is null ? input : downsample.call(input);
+        return relu.call(h + identity).MoveToOuterDisposeScope();
     }
 }
 
@@ -144,7 +144,7 @@ public sealed class ResNet : Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        return fc.forward(ForwardFeatures(input)).MoveToOuterDisposeScope();
+        return fc.call(ForwardFeatures(input)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The pooled features [B, <see cref="FeatureCount"/>] that <c>fc</c> reads (the forward pass without the head).</summary>
@@ -152,8 +152,8 @@ public sealed class ResNet : Module<Tensor, Tensor>
     public Tensor ForwardFeatures(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var x = maxpool.forward(relu.forward(bn1.forward(conv1.forward(input))));
-        x = layer4.forward(layer3.forward(layer2.forward(layer1.forward(x))));
-        return flatten.forward(avgpool.forward(x)).MoveToOuterDisposeScope();
+        var x = maxpool.call(relu.call(bn1.call(conv1.call(input))));
+        x = layer4.call(layer3.call(layer2.call(layer1.call(x))));
+        return flatten.call(avgpool.call(x)).MoveToOuterDisposeScope();
     }
 }

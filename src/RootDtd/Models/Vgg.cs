@@ -84,8 +84,8 @@ public sealed class Vgg : Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var x = features.forward(input);
-        if (avgpool is not null) x = avgpool.forward(x);
-        return classifier.forward(x.flatten(1)).MoveToOuterDisposeScope();
+        var x = features.call(input);
+        if (avgpool is not null) x = avgpool.call(x);
+        return classifier.call(x.flatten(1)).MoveToOuterDisposeScope();
     }
 }

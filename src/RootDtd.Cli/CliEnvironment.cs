@@ -6,8 +6,25 @@ namespace RootDtd.Cli;
 /// <param name="ErrorIsTerminal">True when <paramref name="Error"/> is an interactive terminal (the progress bar redraws in place).</param>
 public sealed record CliEnvironment(TextWriter Out, TextWriter Error, bool ErrorIsTerminal = false)
 {
-    /// <summary>The process console.</summary>
-    public static CliEnvironment FromConsole() => new(Console.Out, Console.Error, !Console.IsErrorRedirected);
+    /// <summary>Signalled when the user interrupts (Ctrl-C); commands stop at the next safe point and exit with <see cref="ExitCodes.Interrupted"/>.</summary>
+    public CancellationToken Cancellation { get; init; }
+
+    /// <summary>
+    /// The process console. The first Ctrl-C signals <see cref="Cancellation"/> (the command finishes what it can write
+    /// consistently); a second one ends the process at once.
+    /// </summary>
+    public static CliEnvironment FromConsole()
+    {
+        var interrupt = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (interrupt.IsCancellationRequested) return; // second Ctrl-C: default handling terminates the process
+            e.Cancel = true;
+            Console.Error.WriteLine("interrupted: finishing the current batch (Ctrl-C again to stop at once)");
+            interrupt.Cancel();
+        };
+        return new(Console.Out, Console.Error, !Console.IsErrorRedirected) { Cancellation = interrupt.Token };
+    }
 
     /// <summary>Writes <c>error: message</c> to <see cref="Error"/>.</summary>
     public void WriteError(string message) => Error.WriteLine("error: " + message);

@@ -11,6 +11,9 @@ public static class ExitCodes
 
     /// <summary>The command line is wrong (unknown option or command, bad value, unknown method or architecture, a named file is missing).</summary>
     public const int Usage = 2;
+
+    /// <summary>Interrupted (Ctrl-C): the images completed before the interruption were written, the rest were not (128 + SIGINT).</summary>
+    public const int Interrupted = 130;
 }
 
 /// <summary>The command line is wrong; the command exits with <see cref="ExitCodes.Usage"/> and prints the message.</summary>

@@ -30,14 +30,17 @@ public static class PngExport
         image.Save(stream, Encoder);
     }
 
-    /// <summary>Writes the image as a PNG file (created or overwritten).</summary>
+    /// <summary>
+    /// Writes the image as a PNG file (created or overwritten) through <see cref="RootDtd.IO.AtomicFile"/>: the file
+    /// appears complete or not at all, and a failed write leaves a previous file of that name as it was.
+    /// </summary>
     /// <param name="image">The image.</param>
     /// <param name="path">The file path.</param>
     public static void SavePng(this Image<Rgb24> image, string path)
     {
+        ArgumentNullException.ThrowIfNull(image);
         ArgumentNullException.ThrowIfNull(path);
-        using var stream = File.Create(path);
-        WritePng(image, stream);
+        RootDtd.IO.AtomicFile.Write(path, stream => WritePng(image, stream));
     }
 
     /// <summary>A <c>data:image/png;base64,...</c> URI of the image, for HTML output.</summary>

@@ -149,7 +149,13 @@ public sealed class Explainer : IDisposable
     public Explanation Explain(Tensor input) => Explain(input, (long[]?)null);
 
     /// <summary>Explains <paramref name="targets"/> (one class per sample; <c>null</c> = the predicted classes).</summary>
-    public Explanation Explain(Tensor input, long[]? targets)
+    public Explanation Explain(Tensor input, long[]? targets) => Explain(input, targets, CancellationToken.None);
+
+    /// <summary>
+    /// Explains <paramref name="targets"/> (<c>null</c> = the predicted classes), checking <paramref name="cancellationToken"/>
+    /// before every graph node: a cancelled call throws <see cref="OperationCanceledException"/> and returns nothing partial.
+    /// </summary>
+    public Explanation Explain(Tensor input, long[]? targets, CancellationToken cancellationToken)
     {
         if (Interlocked.Exchange(ref _busy, 1) == 1)
             throw new InvalidOperationException("This Explainer is already explaining on another thread; an Explainer is not thread-safe: create one per thread (they may share the model).");
@@ -158,7 +164,7 @@ public sealed class Explainer : IDisposable
             // Explanations need autograd: leave a caller's inference_mode or no_grad for the duration of the call.
             using var normalMode = torch.inference_mode(false);
             using var grad = torch.enable_grad();
-            return ExplainChecked(input, targets);
+            return ExplainChecked(input, targets, cancellationToken);
         }
         finally
         {
@@ -166,7 +172,7 @@ public sealed class Explainer : IDisposable
         }
     }
 
-    private Explanation ExplainChecked(Tensor input, long[]? targets)
+    private Explanation ExplainChecked(Tensor input, long[]? targets, CancellationToken cancellationToken)
     {
         ValidateInput(input);
         if (_graph is null)
@@ -191,7 +197,7 @@ public sealed class Explainer : IDisposable
             throw new ArgumentException($"The input has dtype {input.dtype} but the model's parameters are {d.Item3}; convert one of them.", nameof(input));
 
         // The graph has eval semantics by construction; only the forward check runs the model (see ModelGate).
-        return ExplainCore(input, targets);
+        return ExplainCore(input, targets, cancellationToken);
     }
 
     private void ValidateInput(Tensor input)
@@ -218,7 +224,7 @@ public sealed class Explainer : IDisposable
             throw new ArgumentException("The input contains NaN or infinite values.", nameof(input));
     }
 
-    private Explanation ExplainCore(Tensor input, long[]? targets)
+    private Explanation ExplainCore(Tensor input, long[]? targets, CancellationToken cancellationToken)
     {
         using var scope = torch.NewDisposeScope();
         // Our own copy: the caller's tensor is never modified (e.g. by a model whose first layer is an in-place ReLU),
@@ -375,6 +381,7 @@ public sealed class Explainer : IDisposable
         }
         for (var i = count - 1; i >= 1; i--)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var node = _graph.Nodes[i];
             var r = Gather(i);
             branches[i] = null;

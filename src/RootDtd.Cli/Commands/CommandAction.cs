@@ -25,18 +25,36 @@ public static class CommandAction
             environment.WriteError(e.Message);
             return ExitCodes.Usage;
         }
+        catch (OperationCanceledException) when (environment.Cancellation.IsCancellationRequested)
+        {
+            environment.WriteError("interrupted before any result was complete; nothing was written.");
+            return ExitCodes.Interrupted;
+        }
         catch (Exception e) when (e is CliFailureException or InvalidDataException or ImageLoadException or ModelWeightsException or ExplanationException or IOException or UnauthorizedAccessException)
         {
-            environment.WriteError(e.Message);
+            environment.WriteError(WithoutNativeBacktrace(e.Message));
             WriteDebug(environment, e);
             return ExitCodes.Failure;
         }
         catch (Exception e)
         {
-            environment.WriteError($"{e.GetType().Name}: {e.Message}");
+            environment.WriteError($"{e.GetType().Name}: {WithoutNativeBacktrace(e.Message)}");
             WriteDebug(environment, e);
             return ExitCodes.Failure;
         }
+    }
+
+    /// <summary>
+    /// libtorch appends a C++ backtrace of several kilobytes to its messages ("Exception raised from … frame #0: …");
+    /// users see the message without it (<c>ROOTDTD_DEBUG=1</c> prints everything).
+    /// </summary>
+    public static string WithoutNativeBacktrace(string message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var cut = message.IndexOf("Exception raised from ", StringComparison.Ordinal);
+        var frame = message.IndexOf("frame #0", StringComparison.Ordinal);
+        if (frame >= 0 && (cut < 0 || frame < cut)) cut = frame;
+        return cut < 0 ? message : message[..cut].TrimEnd() + " (native backtrace omitted; set ROOTDTD_DEBUG=1 to see it)";
     }
 
     private static void WriteDebug(CliEnvironment environment, Exception e)

@@ -4,6 +4,7 @@ using System.Reflection;
 using System.Text.Json;
 using RootDtd.Composites;
 using RootDtd.Imaging;
+using RootDtd.IO;
 using RootDtd.Models;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
@@ -32,6 +33,8 @@ public sealed class ExplainRunner
 
     /// <summary>The version written into reports.</summary>
     public static string Version { get; } = ReadVersion();
+
+    private int _written;
 
     /// <summary>Runs; returns the exit code. Usage problems found late (e.g. an unknown <c>--layers</c> module) throw <see cref="UsageException"/>.</summary>
     public int Run()
@@ -77,12 +80,27 @@ public sealed class ExplainRunner
         CheckLayers(explainer);
         var rules = explainer.RuleAssignment.Select(r => new RuleEntry(r.Node, r.Rule)).ToList();
 
-        Directory.CreateDirectory(s.OutputDirectory);
+        try
+        {
+            AtomicFile.EnsureWritableFolder(s.OutputDirectory);
+        }
+        catch (IOException e)
+        {
+            throw new CliFailureException($"--out: {e.Message}; nothing was computed.", e);
+        }
         var stems = UniqueStems(s.Images);
+        RefuseOverwritingInputs(stems);
+        var cancel = _env.Cancellation;
+        var interrupted = false;
         var failures = new List<string>();
         progress?.Report(0, work.Elapsed);
         for (var start = 0; start < s.Images.Count; start += s.BatchSize)
         {
+            if (cancel.IsCancellationRequested)
+            {
+                interrupted = true;
+                break;
+            }
             var chunk = Enumerable.Range(start, Math.Min(s.BatchSize, s.Images.Count - start)).ToList();
             var images = new List<(int Index, LoadedImage Image, double LoadMs)>();
             try
@@ -104,6 +122,11 @@ public sealed class ExplainRunner
                 batchCount = images.Count;
                 if (images.Count > 0) ExplainBatch(explainer, images, stems, rules, device, failures, progress);
             }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                interrupted = true; // the batch being explained is discarded: none of its files were written
+                break;
+            }
             finally
             {
                 foreach (var image in images) image.Image.Dispose();
@@ -113,6 +136,12 @@ public sealed class ExplainRunner
         }
         progress?.Finish();
 
+        if (interrupted)
+        {
+            var written = _written;
+            _env.WriteError($"interrupted: {written} of {s.Images.Count} image(s) explained and written to {s.OutputDirectory}; the other {s.Images.Count - written - failures.Count} were not started or were discarded.");
+            return ExitCodes.Interrupted;
+        }
         var succeeded = s.Images.Count - failures.Count;
         WriteSummary(failures, total.Elapsed.TotalSeconds);
         if (!s.Quiet)
@@ -133,7 +162,7 @@ public sealed class ExplainRunner
         var batch = torch.stack(images.Select(i => i.Image.Normalized).ToArray()).to(s.DType).to(device);
         var targets = s.Target is int t ? Enumerable.Repeat((long)t, images.Count).ToArray() : null;
         var watch = Stopwatch.StartNew();
-        var explanation = explainer.Explain(batch, targets);
+        var explanation = explainer.Explain(batch, targets, _env.Cancellation);
         var batchMs = watch.Elapsed.TotalMilliseconds;
 
         var classes = (int)explanation.Logits.shape[1];
@@ -197,8 +226,9 @@ public sealed class ExplainRunner
                         d.Values.Where(v => v.Value.Length > k).ToDictionary(v => v.Key, v => v.Value[k]), Round(d.Milliseconds))).ToList() : null,
                     RootdtdVersion = Version,
                 };
-                File.WriteAllText(Out(files.Report), JsonSerializer.Serialize(report, ImageReport.JsonOptions));
+                AtomicFile.WriteAllText(Out(files.Report), JsonSerializer.Serialize(report, ImageReport.JsonOptions));
                 _summary.Add(new RunImageEntry(path, stem, explained, report.Conservation.RelativeError, report.Conservation.Expected, report.Conservation.Lost, files));
+                _written++;
 
                 if (!s.Quiet)
                 {
@@ -333,6 +363,24 @@ public sealed class ExplainRunner
     }
 
     private string Out(string file) => Path.Combine(_settings.OutputDirectory, file);
+
+    /// <summary>Refuses, before any work, an output name that is one of the input files (e.g. --out is the input folder).</summary>
+    private void RefuseOverwritingInputs(string[] stems)
+    {
+        var inputs = new HashSet<string>(_settings.Images.Select(Path.GetFullPath), OperatingSystem.IsWindows() ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal);
+        foreach (var stem in stems)
+        {
+            var names = new List<string> { stem + ".heatmap.png", stem + ".overlay.png", stem + ".json" };
+            if (_settings.Layers.Count > 0) names.Add(stem + ".layers.png");
+            names.AddRange(_settings.Layers.Select(l => $"{stem}.layer-{Sanitize(l)}.png"));
+            foreach (var name in names)
+            {
+                var path = Path.GetFullPath(Out(name));
+                if (inputs.Contains(path))
+                    throw new UsageException($"--out {_settings.OutputDirectory}: the result '{name}' would overwrite the input image '{path}'; choose another output folder.");
+            }
+        }
+    }
 
     /// <summary>Output names: the file name without extension, made unique with -2, -3 … when names repeat.</summary>
     internal static string[] UniqueStems(IReadOnlyList<string> paths)

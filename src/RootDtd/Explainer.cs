@@ -44,6 +44,7 @@ public sealed class Explainer : IDisposable
     public Explainer(nn.Module model, Composite composite, ExplainerOptions? options = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
+        CheckNestingDepth(model); // before anything recursive (TorchSharp's own module walks recurse too)
         Composite = composite ?? throw new ArgumentNullException(nameof(composite));
         if (model is not nn.Module<Tensor, Tensor>)
             throw new ArgumentException($"The model must be a Module<Tensor, Tensor> (one input, one output); got {model.GetType().FullName}.", nameof(model));
@@ -63,6 +64,33 @@ public sealed class Explainer : IDisposable
         catch (ProbeInputRequiredException) when (_probe is null)
         {
             // a module without an adapter: recognised by a probe forward on the first Explain's input
+        }
+    }
+
+    /// <summary>The deepest module nesting an explainer accepts (real models nest fewer than 20 levels).</summary>
+    public const int MaxNestingDepth = 256;
+
+    /// <summary>Refuses models nested deeper than <see cref="MaxNestingDepth"/> with an iterative walk (no recursion).</summary>
+    private static void CheckNestingDepth(nn.Module model)
+    {
+        var stack = new Stack<(nn.Module Module, int Depth, string Path)>();
+        stack.Push((model, 1, string.Empty));
+        int deepest = 0;
+        string deepestPath = string.Empty;
+        while (stack.Count > 0)
+        {
+            var (module, depth, path) = stack.Pop();
+            if (depth > deepest) (deepest, deepestPath) = (depth, path);
+            if (depth > MaxNestingDepth)
+            {
+                // measure the rest of this chain without keeping paths, for the message
+                var chain = module;
+                while (chain.named_children().FirstOrDefault() is { module: { } next }) { chain = next; deepest++; }
+                throw new ArgumentException(
+                    $"The model nests modules {deepest} levels deep (e.g. below '{(deepestPath.Length > 60 ? deepestPath[..60] + "…" : deepestPath)}'); at most {MaxNestingDepth} are supported.", nameof(model));
+            }
+            foreach (var (name, child) in module.named_children())
+                stack.Push((child, depth + 1, path.Length == 0 ? name : path + "." + name));
         }
     }
 
@@ -196,6 +224,9 @@ public sealed class Explainer : IDisposable
         if (current is { } d && d.Item3 != input.dtype)
             throw new ArgumentException($"The input has dtype {input.dtype} but the model's parameters are {d.Item3}; convert one of them.", nameof(input));
 
+        if (input.dtype is ScalarType.Float16 or ScalarType.BFloat16
+            && _rules.Any(r => r is Rules.RootInference.RootInferenceRule or Rules.RootInference.Published.PublishedDenseRootRule or Rules.RootInference.Published.PublishedConvRootRule))
+            throw new ArgumentException($"Root inference needs float32 or float64: its per-unit optimisation is not accurate in {input.dtype} (29 % off float64 on a test net). Convert the model and the input with .to(float32).", nameof(input));
         // The graph has eval semantics by construction; only the forward check runs the model (see ModelGate).
         return ExplainCore(input, targets, cancellationToken);
     }
@@ -404,6 +435,10 @@ public sealed class Explainer : IDisposable
             {
                 result = rule.Propagate(context);
             }
+            catch (ExplanationException e) when (low is not null && node is LinearUnitNode unit && nodeLow is null && e.Message.Contains("needs input bounds", StringComparison.Ordinal))
+            {
+                throw new ExplanationException(BoundsDoNotReach(rule, unit), e);
+            }
             catch (Exception e) when (e is not ExplanationException)
             {
                 throw new ExplanationException($"Rule {rule} failed at '{node.Name}' ({node.Kind}): {e.Message}", e);
@@ -466,6 +501,8 @@ public sealed class Explainer : IDisposable
 
     private static Tensor Bound(Tensor bound, Tensor x, string name)
     {
+        if (torch.isnan(bound).any().item<bool>()) throw new ArgumentException($"ExplainerOptions.{name} contains NaN.");
+        if (torch.isinf(bound).any().item<bool>()) throw new ArgumentException($"ExplainerOptions.{name} contains ±∞; give the finite range of valid inputs (e.g. the normalised pixel range).");
         var b = bound.to(x.dtype).to(x.device);
         if (b.dim() == 1 && x.dim() == 4 && b.shape[0] == x.shape[1]) b = b.view(1, -1, 1, 1);
         try
@@ -476,6 +513,18 @@ public sealed class Explainer : IDisposable
         {
             throw new ArgumentException($"ExplainerOptions.{name} of shape [{string.Join(", ", bound.shape)}] does not broadcast to the input shape [{string.Join(", ", x.shape)}].", e);
         }
+    }
+
+    /// <summary>Bounds were given, but a module between the input and <paramref name="unit"/> keeps them from applying to it.</summary>
+    private string BoundsDoNotReach(Rule rule, LinearUnitNode unit)
+    {
+        GraphNode? blocker = null;
+        for (var j = unit.Inputs[0]; j != 0; j = _graph.Nodes[j].Inputs.Count > 0 ? _graph.Nodes[j].Inputs[0] : 0)
+            if (_graph.Nodes[j].Kind != NodeKind.Shape || _graph.Nodes[j].Inputs.Count != 1) blocker = _graph.Nodes[j];
+        var between = blocker is null ? "a module" : $"'{blocker.Name}' ({blocker.Kind})";
+        return $"{rule} at '{unit.Name}' needs the bounds of its input. ExplainerOptions.InputLow/InputHigh were given, but they bound the model's input, " +
+               $"and {between} lies between the input and '{unit.Name}', so they do not bound this layer's input. " +
+               $"Give '{unit.Name}' a rule without bounds, or a z^B rule with bounds of its own (new ZBoxRule(low, high)).";
     }
 
     private (InputDomain, Tensor?, Tensor?) DomainOf(GraphNode node, Tensor? low, Tensor? high) => _analysis!.DomainOf(node, low, high);

@@ -58,7 +58,7 @@ public sealed class AlphaBetaRule : ModifiedGradientRule
     /// <summary>Creates the rule.</summary>
     public AlphaBetaRule(double alpha = 2, double beta = 1, Stabilizer? stabilizer = null) : base(stabilizer)
     {
-        if (alpha < 0 || beta < 0 || Math.Abs(alpha - beta - 1) > 1e-12)
+        if (!(alpha >= 0) || !(beta >= 0) || double.IsInfinity(alpha) || !(Math.Abs(alpha - beta - 1) <= 1e-12))
             throw new ArgumentException($"AlphaBeta needs α, β ≥ 0 and α − β = 1; got α={alpha}, β={beta}.");
         Alpha = alpha;
         Beta = beta;
@@ -187,6 +187,15 @@ public sealed class ZBoxRule : ModifiedGradientRule
     public ZBoxRule(Tensor? low = null, Tensor? high = null, Stabilizer? stabilizer = null) : base(stabilizer)
     {
         if ((low is null) != (high is null)) throw new ArgumentException("Give both bounds or neither.");
+        if (low is not null && high is not null)
+        {
+            using var scope = torch.NewDisposeScope();
+            foreach (var (name, bound) in new[] { ("low", low), ("high", high) })
+            {
+                if (torch.isnan(bound).any().item<bool>()) throw new ArgumentException($"z^B's {name} bound contains NaN.", name);
+                if (torch.isinf(bound).any().item<bool>()) throw new ArgumentException($"z^B's {name} bound contains ±∞; the box must be finite (use the valid pixel range).", name);
+            }
+        }
         _low = low?.detach().clone().DetachFromDisposeScope();
         _high = high?.detach().clone().DetachFromDisposeScope();
         Groups = new[]

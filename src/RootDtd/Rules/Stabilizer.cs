@@ -6,13 +6,19 @@ namespace RootDtd.Rules;
 /// <summary>
 /// How a rule divides relevance by a (possibly vanishing) denominator: <c>R / (z + ε·s)</c> with <c>s = +1</c> where
 /// <c>z ≥ 0</c> and <c>−1</c> where <c>z &lt; 0</c> (zennit's convention). With <see cref="DropZeros"/> the ratio is set to
-/// 0 where <c>z</c> is exactly 0 (the root-inference spec's convention: that relevance is dropped).
+/// 0 where <c>z</c> is exactly 0 (the root-inference spec's convention: that relevance is dropped); with ε = 0 exact
+/// zeros are always dropped, since 0/0 would be NaN (dead units under LRP-0).
 /// </summary>
 /// <param name="Epsilon">The shift ε.</param>
 /// <param name="DropZeros">Set the ratio to 0 where the denominator is exactly 0.</param>
 /// <param name="Signed">True (default): shift away from zero by ε (zennit). False: add +ε whatever the sign (Chefer et al.'s <c>safe_divide</c>).</param>
 public sealed record Stabilizer(double Epsilon, bool DropZeros = false, bool Signed = true)
 {
+    /// <summary>The shift ε: a finite number ≥ 0.</summary>
+    public double Epsilon { get; init; } = Epsilon >= 0 && double.IsFinite(Epsilon)
+        ? Epsilon
+        : throw new ArgumentOutOfRangeException(nameof(Epsilon), Epsilon, "The stabiliser's ε must be a finite number ≥ 0.");
+
     /// <summary>zennit's default: ε = 1e-6, zeros shifted to +ε.</summary>
     public static Stabilizer Default { get; } = new(1e-6);
 
@@ -36,7 +42,7 @@ public sealed record Stabilizer(double Epsilon, bool DropZeros = false, bool Sig
         shifted.mul_(2 * Epsilon).sub_(Epsilon).add_(denominator);
         var q = numerator / shifted;
         shifted.Dispose();
-        return DropZeros ? q.masked_fill_(denominator.eq(0), 0) : q;
+        return DropZeros || Epsilon == 0 ? q.masked_fill_(denominator.eq(0), 0) : q;
     }
 
     /// <inheritdoc />

@@ -45,6 +45,18 @@ public static class ChildProbe
                     ModelWeights.Load(model, args[2]);
                     break;
                 }
+                case "nesting":
+                {
+                    // A Linear wrapped in N nested Sequentials, explained (never disposed: the process just exits).
+                    int depth = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
+                    TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> model = TorchSharp.torch.nn.Linear(4, 2);
+                    for (int d = 0; d < depth; d++) model = TorchSharp.torch.nn.Sequential(("n", model));
+                    baseline = PeakBytes();
+                    watch.Start();
+                    var explainer = new Explainer(model, RootDtd.Composites.Composites.EpsilonPlusFlat());
+                    explainer.Explain(TorchSharp.torch.randn(2, 4));
+                    break;
+                }
                 default:
                     Console.Error.WriteLine($"unknown probe kind {args[1]}");
                     return 2;
@@ -57,6 +69,8 @@ public static class ChildProbe
         watch.Stop();
         var outcome = new Outcome(error.Length == 0, error, PeakBytes(), baseline, watch.Elapsed.TotalSeconds);
         Console.Out.WriteLine(JsonSerializer.Serialize(outcome));
+        Console.Out.Flush();
+        Environment.Exit(0); // no finalizers: a deeply nested model must not be torn down recursively
         return 0;
     }
 

@@ -62,4 +62,14 @@ public sealed class HostileFileTests : IDisposable
         outcome.PeakBytes.Should().BeLessThan(PeakBudgetBytes, $"{name} must not cost more than 300 MB of memory");
         outcome.Seconds.Should().BeLessThan(SecondsBudget, $"{name} must be handled within 5 s");
     }
+
+    [Fact]
+    public void A_model_nested_50000_deep_is_refused_not_a_stack_overflow()
+    {
+        var outcome = ChildProbe.Run(ChildTimeout, "probe", "nesting", "50000");
+        _output.WriteLine($"nesting 50000: loaded={outcome.Loaded}, {outcome.Seconds:F2} s {outcome.Error}");
+        outcome.Loaded.Should().BeFalse();
+        outcome.Error.Should().StartWith("ArgumentException").And.Contain("50001 levels deep").And.Contain("at most 256");
+        outcome.Seconds.Should().BeLessThan(SecondsBudget);
+    }
 }

@@ -60,6 +60,10 @@ public sealed class RelevanceGraph : IDisposable
             {
                 outputs[i] = node.Forward(args);
             }
+            catch (ExplanationException e) when (node is LinearUnitNode && !e.Message.Contains($"'{node.Name}'", StringComparison.Ordinal))
+            {
+                throw new ExplanationException($"'{node.Name}': {e.Message}", e); // name the module, not only its shape
+            }
             catch (Exception e) when (e is not ExplanationException)
             {
                 throw new ExplanationException(

@@ -92,4 +92,15 @@ public sealed class InputHardeningTests
         FluentActions.Invoking(() => explainer.Explain(torch.randn(2, 3, 6, 6, float64).to(float16))).Should().Throw<ArgumentException>()
             .WithMessage("*Root inference needs float32 or float64*");
     }
+
+    [Fact]
+    public void A_shape_error_inside_the_graph_names_the_module()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var model = nn.Sequential(("fc1", nn.Linear(4, 384)), ("relu", nn.ReLU()), ("head", nn.Linear(300, 2)));
+        model.to(float64).eval();
+        using var explainer = new Explainer(model, C.EpsilonPlusFlat());
+        FluentActions.Invoking(() => explainer.Explain(torch.randn(2, 4, float64))).Should().Throw<ExplanationException>()
+            .WithMessage("'head': Dense(300→2) received an input of shape [2, 384]*");
+    }
 }

@@ -126,6 +126,16 @@ public sealed class HostileWeightsTests : IDisposable
     }
 
     [Fact]
+    public void A_zip_without_a_pickle_says_so()
+    {
+        using var file = new MemoryStream();
+        using (var zip = new System.IO.Compression.ZipArchive(file, System.IO.Compression.ZipArchiveMode.Create, leaveOpen: true))
+            using (var s = zip.CreateEntry("archive/notes.txt").Open()) s.Write("hello"u8);
+        LoadFails(Write("no-pickle.pt", file.ToArray())).Message.Should().Contain("the archive has no data.pkl (not a torch.save file)")
+            .And.NotContain("Sequence contains");
+    }
+
+    [Fact]
     public void Non_finite_weights_are_reported()
     {
         var path = Write("nan.pt", TorchZip(new[] { Weight with { Fill = float.NaN }, Bias with { Fill = float.PositiveInfinity } }));

@@ -298,7 +298,7 @@ public sealed class Explainer : IDisposable
         Dictionary<int, Tensor> attentionRelevance;
         if (tokenMap is null || tokenMap.NeedsBackwardWalk)
         {
-            (inputRelevance, sums, absorbed, attentionRelevance) = Walk(_rules, _fanOut, outputs, start, batch, low, high, recorder, wantedLayers, layers, attentionNodes, _options.Progress);
+            (inputRelevance, sums, absorbed, attentionRelevance) = Walk(_rules, _fanOut, outputs, start, batch, low, high, recorder, wantedLayers, layers, attentionNodes, _options.Progress, cancellationToken);
         }
         else
         {
@@ -389,7 +389,8 @@ public sealed class Explainer : IDisposable
     /// </summary>
     private (Tensor Input, Tensor[] Sums, Tensor[] Absorbed, Dictionary<int, Tensor> Captured) Walk(Rule?[] rules, FanOutRule?[]? fanOut, Tensor[] outputs,
         Tensor start, int batch, Tensor? low, Tensor? high, ExplanationRecorder recorder, Dictionary<int, List<string>> wantedLayers,
-        Dictionary<string, Tensor> layers, IReadOnlyCollection<int> capture, IProgress<ExplanationProgress>? progress)
+        Dictionary<string, Tensor> layers, IReadOnlyCollection<int> capture, IProgress<ExplanationProgress>? progress,
+        CancellationToken cancellationToken = default)
     {
         var count = _graph.Nodes.Count;
         var branches = new List<Tensor>?[count];

@@ -121,18 +121,9 @@ public sealed class Explainer : IDisposable
 
     private T InEvalMode<T>(Func<T> action)
     {
-        var trainingModes = _model.modules().Select(m => (m, m.training)).ToList();
-        var wasTraining = trainingModes.Any(t => t.training);
-        if (wasTraining) _model.eval();
-        try
-        {
-            return action();
-        }
-        finally
-        {
-            if (wasTraining)
-                foreach (var (m, training) in trainingModes) m.train(training);
-        }
+        // leaf modules only (ModelGate): TorchSharp's recursive eval()/train() is exponential in the nesting depth
+        using var gate = ModelGate.Enter(_model);
+        return action();
     }
 
     private (RelevanceGraph, Rule?[]) BuildGraph()
@@ -655,7 +646,7 @@ public sealed class Explainer : IDisposable
     private string? ChangedSinceBuilt(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        using var fresh = GraphBuilder.Build(_model, _options.Adapters);
+        using var fresh = GraphBuilder.Build(_model, _options.Adapters, _probe);
         foreach (var c in _options.Canonizers ?? Composite.Canonizers) c.Apply(fresh);
         if (fresh.Nodes.Count != _graph.Nodes.Count) return null;
         using var _ = torch.no_grad();

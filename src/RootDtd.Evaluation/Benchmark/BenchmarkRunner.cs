@@ -332,7 +332,8 @@ public sealed class BenchmarkRunner
                 state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
 
-            if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null)
+            // a shard writes a state file, which does not hold sanity results (MethodState.Sanity): computing them there is wasted
+            if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null && shard.Count == 1)
             {
                 var sanityCount = (int)Math.Min(images.shape[0], _options.SanitySamples);
                 using var si = images.narrow(0, 0, sanityCount);

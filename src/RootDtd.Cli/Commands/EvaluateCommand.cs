@@ -13,8 +13,8 @@ namespace RootDtd.Cli.Commands;
 /// --samples N --out DIR</c>: runs the benchmark on a freshly generated synthetic test split and writes the Markdown report,
 /// the perturbation plot, the heatmap gallery and a JSON file. With <c>--data FOLDER</c> it runs on any image folder
 /// (class subfolders) and any model (<c>--arch NAME [--weights FILE]</c>), with masks from <c>--masks FOLDER</c>
-/// for the localisation protocol. <c>--shard i/n</c>, <c>--resume</c> and <c>--device</c> split, continue and place a
-/// synthetic-benchmark run (see docs/scaling.md); <c>rootdtd merge</c> combines the shards.
+/// for the localisation protocol. <c>--shard i/n</c>, <c>--resume</c> and <c>--device</c> split, continue and place
+/// either kind of run (see docs/scaling.md); <c>rootdtd merge</c> combines the shards.
 /// </summary>
 public sealed class EvaluateCommand : ICliCommand
 {
@@ -25,7 +25,7 @@ public sealed class EvaluateCommand : ICliCommand
         var weights = new Option<string?>("--weights", "-w") { Description = "A .safetensors file of the --model architecture instead of the committed weights.", HelpName = "file" };
         var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo'.", DefaultValueFactory = _ => "full", HelpName = "list" };
         var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks, sanity or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
-        var samples = new Option<int>("--samples", "-n") { Description = "Test images.", DefaultValueFactory = _ => 500, HelpName = "N" };
+        var samples = new Option<int>("--samples", "-n") { Description = "Test images (with --data: the first N of the folder, round-robin over the classes; default all).", DefaultValueFactory = _ => 500, HelpName = "N" };
         var seed = new Option<int>("--seed") { Description = "Generator seed of the test split.", DefaultValueFactory = _ => 4242, HelpName = "S" };
         var batch = new Option<int>("--batch") { Description = "Samples per batch.", DefaultValueFactory = _ => 25, HelpName = "B" };
         var pgdSamples = new Option<int>("--pgd-samples") { Description = "PGD runs on the first N samples.", DefaultValueFactory = _ => 100, HelpName = "N" };
@@ -42,7 +42,7 @@ public sealed class EvaluateCommand : ICliCommand
         var labelsFile = new Option<string?>("--labels") { Description = "With --data: the model's class names, one per line; class folders are matched to them by name.", HelpName = "file" };
         var classes = new Option<int?>("--classes") { Description = "With --data: outputs of the model (default: lines of --labels, else the number of class folders).", HelpName = "N" };
         var size = new Option<int>("--size") { Description = "With --data: side of the square centre crop (resize of the shorter side to size × 256/224 first).", DefaultValueFactory = _ => 224, HelpName = "pixels" };
-        var ablationSamples = new Option<int?>("--ablation-samples") { Description = "With --data: run the root ablations on the first N samples only (default: all).", HelpName = "N" };
+        var ablationSamples = new Option<int?>("--ablation-samples") { Description = "Run the root ablations (--ablations) on the first N samples only (default: all).", HelpName = "N" };
         var shard = new Option<string?>("--shard") { Description = "Evaluate only shard i of n (0-based, e.g. 0/4): whole batches, split by sample index, the same on every machine. Writes a state file; 'rootdtd merge' makes the report.", HelpName = "i/n" };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from the state file in --out (finished batches are kept; the state is written after every batch)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:K (one process per GPU).", DefaultValueFactory = _ => "cpu", HelpName = "device" };
@@ -54,118 +54,133 @@ public sealed class EvaluateCommand : ICliCommand
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
-            if (parse.GetValue(data) is { } dataDir)
+            var dataDir = parse.GetValue(data);
+            if (dataDir is null && (parse.GetValue(masks) is not null || parse.GetValue(arch) is not null || parse.GetValue(labelsFile) is not null))
+                throw new UsageException("--masks, --arch and --labels need --data FOLDER.");
+            // one builder and one validation of the benchmark options, for the synthetic and the folder benchmark
+            var options = BuildOptions(parse.GetValue(methods)!, parse.GetValue(protocols)!, parse.GetValue(batch), parse.GetValue(pgdSamples), parse.GetValue(sanitySamples),
+                parse.GetValue(sanityGroups), parse.GetValue(ablations), parse.GetValue(ablationSamples), parse.GetValue(gallery));
+            var explicitSamples = parse.GetResult(samples) is { Implicit: false } ? parse.GetValue(samples) : (int?)null;
+            if (explicitSamples is < 1) throw new UsageException($"--samples must be at least 1, was {explicitSamples}.");
+            var shardValue = ParseShard(parse.GetValue(shard));
+            var deviceText = DeviceOption.Resolve(parse.GetValue(device) ?? "cpu");
+            if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
+            var run = new RunPlacement(shardValue, parse.GetValue(resume), deviceText);
+            if (dataDir is not null)
             {
-                if (parse.GetValue(shard) is not null || parse.GetValue(resume) || parse.GetResult(device) is { Implicit: false })
-                    throw new UsageException("--shard, --resume and --device work with the synthetic benchmark; with --data run the folder in one process (see docs/scaling.md).");
-                BenchmarkProtocols folderProtocols;
-                IReadOnlyList<BenchmarkMethod> folderMethods;
-                try
-                {
-                    folderProtocols = SyntheticBenchmark.ParseProtocols(parse.GetValue(protocols)!);
-                    folderMethods = BenchmarkMethods.ParseList(parse.GetValue(methods)!);
-                }
-                catch (ArgumentException e)
-                {
-                    throw new UsageException(e.Message);
-                }
-                if (parse.GetValue(threads) is > 0 and var t) torch.set_num_threads(t);
-                var options = new BenchmarkOptions
-                {
-                    Methods = folderMethods,
-                    Ablations = parse.GetValue(ablations) ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
-                    Protocols = folderProtocols,
-                    BatchSize = parse.GetValue(batch),
-                    PgdSamples = parse.GetValue(pgdSamples),
-                    AblationSamples = parse.GetValue(ablationSamples),
-                    GallerySamples = parse.GetValue(gallery),
-                    SanitySamples = Math.Max(1, parse.GetValue(sanitySamples)),
-                    Sanity = new SanityCheckOptions { Groups = Math.Max(1, parse.GetValue(sanityGroups)) },
-                };
                 return FolderEvaluation.Run(environment, new FolderEvaluationSettings(
                     dataDir, parse.GetValue(masks), parse.GetValue(arch) ?? (parse.GetResult(model) is { Implicit: false } ? parse.GetValue(model) : null), parse.GetValue(weights),
                     parse.GetValue(labelsFile), parse.GetValue(classes), parse.GetValue(size), parse.GetValue(normalization)!,
-                    parse.GetResult(samples) is { Implicit: false } ? parse.GetValue(samples) : null, parse.GetValue(output)!, options, string.Equals(parse.GetValue(protocols)?.Trim(), "all", StringComparison.OrdinalIgnoreCase)));
+                    explicitSamples, parse.GetValue(output)!, options, string.Equals(parse.GetValue(protocols)?.Trim(), "all", StringComparison.OrdinalIgnoreCase), run));
             }
-            if (parse.GetValue(masks) is not null || parse.GetValue(arch) is not null || parse.GetValue(labelsFile) is not null)
-                throw new UsageException("--masks, --arch and --labels need --data FOLDER.");
+
             SyntheticArchitecture architecture;
-            BenchmarkProtocols protocolSet;
-            IReadOnlyList<BenchmarkMethod> methodList;
             try
             {
                 architecture = SyntheticModels.ParseArchitecture(parse.GetValue(model)!);
-                protocolSet = SyntheticBenchmark.ParseProtocols(parse.GetValue(protocols)!);
-                methodList = BenchmarkMethods.ParseList(parse.GetValue(methods)!);
             }
             catch (ArgumentException e)
             {
                 throw new UsageException(e.Message);
             }
-
-            if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
-            if (parse.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1.");
-            if (parse.GetValue(sanitySamples) < 1) throw new UsageException("--sanity-samples must be at least 1.");
-            if (parse.GetValue(sanityGroups) < 1) throw new UsageException("--sanity-groups must be at least 1.");
             var weightsPath = parse.GetValue(weights);
             if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"The weights file '{weightsPath}' does not exist.");
             var modelsFolder = parse.GetValue(modelsDir);
             if (modelsFolder is not null && !Directory.Exists(modelsFolder)) throw new UsageException($"The --models-dir folder '{modelsFolder}' does not exist.");
-            var shardValue = (0, 1);
-            if (parse.GetValue(shard) is { } shardText)
-            {
-                try
-                {
-                    shardValue = BenchmarkShard.Parse(shardText);
-                }
-                catch (ArgumentException)
-                {
-                    throw new UsageException($"--shard must be i/n with 0 ≤ i < n (e.g. 0/4 … 3/4), was '{shardText}'.");
-                }
-            }
-            var deviceText = DeviceOption.Resolve(parse.GetValue(device) ?? "cpu");
-            if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
             var settings = new SyntheticBenchmarkSettings
             {
                 Architecture = architecture,
                 WeightsPath = weightsPath,
                 ModelsDirectory = modelsFolder,
-                Shard = shardValue,
-                Resume = parse.GetValue(resume),
-                Device = deviceText,
-                Samples = parse.GetValue(samples),
+                Shard = run.Shard,
+                Resume = run.Resume,
+                Device = run.Device,
+                Samples = explicitSamples ?? parse.GetValue(samples),
                 DataSeed = parse.GetValue(seed),
                 OutputDirectory = parse.GetValue(output)!,
-                Options = new BenchmarkOptions
-                {
-                    Methods = methodList,
-                    Ablations = parse.GetValue(ablations) ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
-                    Protocols = protocolSet,
-                    BatchSize = parse.GetValue(batch),
-                    PgdSamples = parse.GetValue(pgdSamples),
-                    GallerySamples = parse.GetValue(gallery),
-                    SanitySamples = parse.GetValue(sanitySamples),
-                    Sanity = new SanityCheckOptions { Groups = parse.GetValue(sanityGroups) },
-                },
+                Options = options,
             };
             var progress = new BenchmarkConsoleProgress(environment);
-            var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            var outcome = SyntheticBenchmark.Run(settings, environment.Error, progress);
             progress.Finish();
-            var result = run.Result;
-            var part = shardValue.Item2 > 1
-                ? string.Create(CultureInfo.InvariantCulture, $" (shard {shardValue.Item1}/{shardValue.Item2}: samples {run.State.Shard.Start} … {run.State.Shard.Start + run.State.Shard.Length - 1} of {settings.Samples})")
-                : string.Empty;
-            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples{part}, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {run.State.Seconds:F0} s"));
-            if (run.Files is { } files)
-            {
-                environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
-                foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");
-                environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
-            }
-            if (run.StatePath is not null) environment.Out.WriteLine($"state:   {Path.GetFullPath(run.StatePath)}");
-            if (run.Files is null) environment.Out.WriteLine("When every shard is done: rootdtd merge SHARD_DIRS… --out DIR writes the report.");
+            var result = outcome.Result;
+            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples{ShardText(outcome, settings.Samples)}, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {outcome.State.Seconds:F0} s"));
+            WriteFiles(environment, outcome);
             return ExitCodes.Ok;
         }));
         return command;
     }
+
+    /// <summary>The benchmark options of the command line, validated once for both benchmarks (a usage error names the option).</summary>
+    internal static BenchmarkOptions BuildOptions(string methods, string protocols, int batch, int pgdSamples, int sanitySamples, int sanityGroups, bool ablations, int? ablationSamples, int gallery)
+    {
+        if (batch < 1) throw new UsageException($"--batch must be at least 1, was {batch}.");
+        if (pgdSamples < 1) throw new UsageException($"--pgd-samples must be at least 1, was {pgdSamples}.");
+        if (sanitySamples < 1) throw new UsageException($"--sanity-samples must be at least 1, was {sanitySamples}.");
+        if (sanityGroups < 1) throw new UsageException($"--sanity-groups must be at least 1, was {sanityGroups}.");
+        if (ablationSamples is < 1) throw new UsageException($"--ablation-samples must be at least 1, was {ablationSamples}.");
+        if (gallery < 0) throw new UsageException($"--gallery must be 0 or more, was {gallery}.");
+        try
+        {
+            return new BenchmarkOptions
+            {
+                Methods = BenchmarkMethods.ParseList(methods),
+                Ablations = ablations ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
+                Protocols = SyntheticBenchmark.ParseProtocols(protocols),
+                BatchSize = batch,
+                PgdSamples = pgdSamples,
+                AblationSamples = ablationSamples,
+                GallerySamples = gallery,
+                SanitySamples = sanitySamples,
+                Sanity = new SanityCheckOptions { Groups = sanityGroups },
+            };
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
+
+    /// <summary>Parses <c>--shard i/n</c> ((0, 1) when it is not given).</summary>
+    private static (int Index, int Count) ParseShard(string? text)
+    {
+        if (text is null) return (0, 1);
+        try
+        {
+            return BenchmarkShard.Parse(text);
+        }
+        catch (ArgumentException)
+        {
+            throw new UsageException($"--shard must be i/n with 0 ≤ i < n (e.g. 0/4 … 3/4), was '{text}'.");
+        }
+    }
+
+    /// <summary>" (shard i/n: samples a … b of N)" for a shard of several, else empty.</summary>
+    internal static string ShardText(BenchmarkRunOutput output, int total)
+    {
+        var shard = output.State.Shard;
+        if (shard.Count == 1) return string.Empty;
+        return shard.Length == 0
+            ? string.Create(CultureInfo.InvariantCulture, $" (shard {shard.Index}/{shard.Count}: no samples of {total})")
+            : string.Create(CultureInfo.InvariantCulture, $" (shard {shard.Index}/{shard.Count}: samples {shard.Start} … {shard.Start + shard.Length - 1} of {total})");
+    }
+
+    /// <summary>The report files, or the state file and how to merge.</summary>
+    internal static void WriteFiles(CliEnvironment environment, BenchmarkRunOutput output)
+    {
+        if (output.Files is { } files)
+        {
+            environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
+            foreach (var image in files.Images) environment.Out.WriteLine($"figure:  {Path.GetFullPath(image)}");
+            environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
+        }
+        if (output.StatePath is not null) environment.Out.WriteLine($"state:   {Path.GetFullPath(output.StatePath)}");
+        if (output.Files is null) environment.Out.WriteLine("When every shard is done: rootdtd merge SHARD_DIRS… --out DIR writes the report.");
+    }
 }
+
+/// <summary>Where and how much of an evaluation this process runs: its shard, whether it resumes, its device.</summary>
+/// <param name="Shard">(index, count); (0, 1) = everything.</param>
+/// <param name="Resume">Continue from the state file in the output folder.</param>
+/// <param name="Device">cpu, cuda or cuda:K (checked).</param>
+internal sealed record RunPlacement((int Index, int Count) Shard, bool Resume, string Device);

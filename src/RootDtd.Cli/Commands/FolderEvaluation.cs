@@ -8,9 +8,13 @@ namespace RootDtd.Cli.Commands;
 
 /// <summary>The arguments of <c>rootdtd evaluate --data FOLDER</c>.</summary>
 internal sealed record FolderEvaluationSettings(string Data, string? Masks, string? Architecture, string? Weights, string? Labels, int? Classes, int Size,
-    string Normalization, int? Samples, string Output, BenchmarkOptions Options, bool DefaultProtocols);
+    string Normalization, int? Samples, string Output, BenchmarkOptions Options, bool DefaultProtocols, RunPlacement Placement);
 
-/// <summary><c>rootdtd evaluate --data FOLDER --arch NAME [--weights W] [--masks M]</c>: the benchmark on any model and image folder.</summary>
+/// <summary>
+/// <c>rootdtd evaluate --data FOLDER --arch NAME [--weights W] [--masks M] [--shard i/n] [--resume] [--device D]</c>: the
+/// benchmark on any model and image folder, or on one shard of it (samples by index in the folder's evaluation order,
+/// the same on every machine holding the folder); <c>rootdtd merge</c> combines the shards.
+/// </summary>
 internal static class FolderEvaluation
 {
     public static int Run(CliEnvironment environment, FolderEvaluationSettings s)
@@ -65,7 +69,7 @@ internal static class FolderEvaluation
             var other => throw new UsageException($"--normalization must be imagenet, half or identity, was '{other}'."),
         };
 
-        var model = ModelZoo.Create(s.Architecture, classCount);
+        using var model = ModelZoo.Create(s.Architecture, classCount);
         if (s.Weights is null) environment.WriteWarning($"no --weights given: {s.Architecture} has {(isCntk ? "an untrained head" : "random weights")}, so the scores say nothing about a trained model.");
         else ModelWeights.Load(model, s.Weights);
         model.eval();
@@ -78,34 +82,50 @@ internal static class FolderEvaluation
             options = options with { Protocols = options.Protocols & ~BenchmarkProtocols.Localization };
             notes.Add("no --masks: localisation was not measured");
         }
-        FolderData data;
+        FolderPlan plan;
         try
         {
-            data = FolderBenchmark.Load(folder, loader, classIndex, s.Masks, s.Samples);
+            plan = FolderBenchmark.Plan(folder, classIndex, s.Masks, s.Samples);
         }
         catch (ArgumentException e)
         {
             throw new UsageException(e.Message);
         }
-        using (data)
+        foreach (var note in notes.Concat(plan.Notes)) environment.WriteWarning(note);
+        var modelName = s.Weights is null ? s.Architecture : Path.GetFileNameWithoutExtension(s.Weights);
+        options = options with
         {
-            foreach (var note in notes.Concat(data.Notes)) environment.WriteWarning(note);
-            var name = s.Weights is null ? s.Architecture : Path.GetFileNameWithoutExtension(s.Weights);
-            options = options with
-            {
-                ModelName = name,
-                Normalization = normalization,
-                DataDescription = string.Create(CultureInfo.InvariantCulture,
-                    $"image folder {Path.GetFullPath(s.Data)}: {data.Files.Count} images of {folder.ClassNames.Count} classes, resized to {loader.Options.ResizeShorterSide} and centre-cropped to {s.Size}×{s.Size}{(s.Masks is null ? string.Empty : $"; masks from {Path.GetFullPath(s.Masks)}")}"),
-                DataNotes = notes,
-            };
-            var (result, files) = FolderBenchmark.Run(model, data, options, s.Output, name, environment.Error, SyntheticBenchmark.ConsoleProgress(environment.Error));
-            environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: {result.Samples} images, clean accuracy {result.CleanAccuracy:P1}, {result.Methods.Count} methods, {data.Notes.Count + notes.Count} data notes, {result.Seconds:F0} s"));
-            environment.Out.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
-            environment.Out.WriteLine($"data:    {Path.GetFullPath(files.Json)}");
+            ModelName = modelName,
+            Normalization = normalization,
+            // no absolute paths: the shards of one evaluation may see the folder under other paths on other machines
+            DataDescription = string.Create(CultureInfo.InvariantCulture,
+                $"image folder '{FolderName(s.Data)}': {plan.Samples.Count} images of {folder.ClassNames.Count} classes (file list {plan.Digest}), resized to {loader.Options.ResizeShorterSide} and centre-cropped to {s.Size}×{s.Size}{(s.Masks is null ? string.Empty : $"; masks from '{FolderName(s.Masks)}'")}"),
+            DataNotes = notes,
+        };
+        var settings = new FolderBenchmarkSettings
+        {
+            Options = options, OutputDirectory = s.Output, Prefix = modelName, Shard = s.Placement.Shard, Resume = s.Placement.Resume, Device = s.Placement.Device,
+        };
+        var progress = new BenchmarkConsoleProgress(environment);
+        BenchmarkRunOutput outcome;
+        try
+        {
+            outcome = FolderBenchmark.Run(model, plan, loader, settings, environment.Error, progress);
         }
+        catch (ArgumentException e)
+        {
+            throw new CliFailureException(e.Message);
+        }
+        progress.Finish();
+        var result = outcome.Result;
+        foreach (var note in outcome.Result.Options.DataNotes.Skip(notes.Count + plan.Notes.Count)) environment.WriteWarning(note);
+        environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{modelName}: {result.Samples} images{EvaluateCommand.ShardText(outcome, plan.Samples.Count)}, clean accuracy {result.CleanAccuracy:P1}, {result.Methods.Count} methods, {result.Options.DataNotes.Count} data notes, {outcome.State.Seconds:F0} s"));
+        EvaluateCommand.WriteFiles(environment, outcome);
         return ExitCodes.Ok;
     }
+
+    private static string FolderName(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)));
 
     private static List<string> ReadLabels(string path)
     {

@@ -48,31 +48,9 @@ public sealed record SyntheticBenchmarkSettings
     public bool Resume { get; init; }
 }
 
-/// <summary>What <see cref="SyntheticBenchmark.Run"/> produced.</summary>
-/// <param name="Result">The result of the shard (for an unsharded run: of the whole split).</param>
-/// <param name="Files">The report files (null for a shard of several: <c>rootdtd merge</c> writes the report).</param>
-/// <param name="StatePath">The state file (null for an unsharded run that was not asked to be resumable).</param>
-/// <param name="State">The shard's state.</param>
-public sealed record SyntheticBenchmarkOutput(BenchmarkResult Result, BenchmarkFiles? Files, string? StatePath, BenchmarkRunState State)
-{
-    /// <summary>Deconstructs into result and files (the files of a sharded run are null).</summary>
-    public void Deconstruct(out BenchmarkResult result, out BenchmarkFiles? files)
-    {
-        result = Result;
-        files = Files;
-    }
-}
-
 /// <summary>Runs the benchmark on a trained synthetic model and a freshly generated, seeded test split, and writes the report.</summary>
 public static class SyntheticBenchmark
 {
-    /// <summary>The state file of a shard in its output folder: <c>&lt;prefix&gt;.state.json</c> (whole split) or <c>&lt;prefix&gt;.shard-I-of-N.state.json</c>.</summary>
-    /// <param name="directory">Output folder.</param>
-    /// <param name="prefix">Report prefix.</param>
-    /// <param name="shard">(index, count).</param>
-    public static string StatePath(string directory, string prefix, (int Index, int Count) shard) =>
-        Path.Combine(directory, shard.Count == 1 ? prefix + ".state.json" : string.Create(CultureInfo.InvariantCulture, $"{prefix}.shard-{shard.Index}-of-{shard.Count}.state.json"));
-
     /// <summary>
     /// Runs (one shard of) the benchmark. An unsharded run writes the report; a shard writes its state file, rewritten
     /// atomically after every batch, which <c>rootdtd merge</c> combines with the other shards' into the same report.
@@ -81,21 +59,13 @@ public static class SyntheticBenchmark
     /// <param name="log">Console-style log (progress lines, warnings, summaries), or <see langword="null"/>.</param>
     /// <param name="progress">Progress (moves within batches), or <see langword="null"/>.</param>
     /// <returns>The result, the report files (unsharded runs) and the state file.</returns>
-    public static SyntheticBenchmarkOutput Run(SyntheticBenchmarkSettings settings, TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null)
+    public static BenchmarkRunOutput Run(SyntheticBenchmarkSettings settings, TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
         var name = settings.WeightsPath is null ? SyntheticModels.NameOf(settings.Architecture) : Path.GetFileNameWithoutExtension(settings.WeightsPath);
         var prefix = settings.Prefix ?? name;
         var shard = BenchmarkShard.Of(settings.Shard.Index, settings.Shard.Count, settings.Samples, settings.Options.BatchSize);
-        var writeState = settings.Shard.Count > 1 || settings.Resume;
-        var statePath = writeState ? StatePath(settings.OutputDirectory, prefix, settings.Shard) : null;
-        BenchmarkRunState? resume = null;
-        if (settings.Resume && statePath is not null && File.Exists(statePath))
-        {
-            resume = BenchmarkRunState.FromJson(File.ReadAllText(statePath), statePath);
-            log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"resuming from {statePath}"));
-        }
-        if (writeState) RootDtd.IO.AtomicFile.EnsureWritableFolder(settings.OutputDirectory);
+        var (statePath, resume) = ShardedBenchmark.OpenState(settings.OutputDirectory, prefix, settings.Shard, settings.Resume, log);
 
         using var model = settings.WeightsPath is null
             ? SyntheticModels.Load(settings.Architecture, settings.ModelsDirectory)
@@ -120,22 +90,7 @@ public static class SyntheticBenchmark
             };
             log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"generated {shard.Length} test images in {clock.Elapsed.TotalSeconds:F1} s"));
             var runner = new BenchmarkRunner(model, options, progress, log);
-            Action<BenchmarkRunState>? checkpoint = statePath is null ? null : s => RootDtd.IO.AtomicFile.WriteAllText(statePath, s.ToJson());
-            var state = runner.RunShard(images, masks, labels, shard, resume, checkpoint);
-            if (settings.Shard.Count > 1)
-            {
-                // the shard's own numbers (the report of the whole split comes from rootdtd merge)
-                var whole = new BenchmarkRunState
-                {
-                    Fingerprint = state.Fingerprint, Shard = BenchmarkShard.Whole(shard.Length), Settings = state.Settings, Height = state.Height, Width = state.Width,
-                    CleanCorrect = state.CleanCorrect, Skipped = state.Skipped, Gallery = state.Gallery, References = state.References, Methods = state.Methods,
-                    Ablations = state.Ablations, Seconds = state.Seconds, Complete = true,
-                };
-                return new SyntheticBenchmarkOutput(BenchmarkResult.FromStates(options, new[] { whole }), null, statePath, state);
-            }
-            var result = BenchmarkResult.FromStates(options, new[] { state });
-            var files = BenchmarkReport.Write(result, settings.OutputDirectory, prefix);
-            return new SyntheticBenchmarkOutput(result, files, statePath, state);
+            return ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, prefix);
         }
     }
 
@@ -161,40 +116,5 @@ public static class SyntheticBenchmark
         }
 
         return p;
-    }
-
-    /// <summary>Console progress: one line per method stage (every ~10 % of its samples).</summary>
-    /// <param name="log">Where to write.</param>
-    /// <returns>The progress sink.</returns>
-    public static IProgress<BenchmarkProgress> ConsoleProgress(TextWriter log)
-    {
-        ArgumentNullException.ThrowIfNull(log);
-        return new LineProgress(log);
-    }
-
-    private sealed class LineProgress : IProgress<BenchmarkProgress>
-    {
-        private readonly TextWriter _log;
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
-        private string _key = "";
-        private int _lastDecile = -1;
-
-        public LineProgress(TextWriter log) => _log = log;
-
-        public void Report(BenchmarkProgress p)
-        {
-            var key = p.Method + "/" + p.Stage;
-            if (key != _key)
-            {
-                _key = key;
-                _lastDecile = -1;
-            }
-
-            var decile = p.SamplesTotal > 0 ? 10 * p.SamplesDone / p.SamplesTotal : 10;
-            if (decile == _lastDecile || (decile % 5 != 0 && p.SamplesDone != p.SamplesTotal)) return;
-            _lastDecile = decile;
-            _log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  [{p.MethodIndex}/{p.MethodCount - 1}] {p.Method,-28} {p.Stage,-26} {p.SamplesDone,5}/{p.SamplesTotal} ({_clock.Elapsed.TotalSeconds:F0} s)"));
-        }
     }
 }

@@ -10,8 +10,8 @@ namespace RootDtd.Imaging;
 /// <summary>
 /// Renders an <see cref="Explanation"/> for display: input image, overlay and heatmap per sample as PNGs
 /// (<see cref="ExplanationView"/>). Loading this assembly also makes a bare <see cref="Explanation"/> display this
-/// way in .NET Interactive notebooks (it registers with <see cref="ExplanationFormatting.RegisterHtmlRenderer"/>,
-/// using <see cref="Defaults"/>).
+/// way in .NET Interactive notebooks (it registers with <see cref="ExplanationFormatting.RegisterHtmlRenderer"/> and the core's
+/// <see cref="NotebookDisplay"/>, using <see cref="Defaults"/>).
 /// </summary>
 public static class ExplanationDisplay
 {
@@ -156,5 +156,6 @@ public static class ExplanationDisplay
     internal static void RegisterNotebookRenderer()
     {
         if (ExplanationFormatting.HtmlRenderer is null) ExplanationFormatting.RegisterHtmlRenderer(ToHtml);
+        if (!NotebookDisplay.IsRegistered) NotebookDisplay.Register(ExplanationFormatting.ToHtml, ExplanationFormatting.ToSummary);
     }
 }

@@ -248,6 +248,7 @@ public sealed class NotebookDisplayTests
     {
         RuntimeHelpers_RunImagingModuleInitializer();
         ExplanationFormatting.HtmlRenderer.Should().NotBeNull();
+        NotebookDisplay.IsRegistered.Should().BeTrue("the core's hook asks the imaging display");
     }
 
     private static void RuntimeHelpers_RunImagingModuleInitializer() =>

@@ -34,18 +34,18 @@ internal abstract class DisplayFormatterSource<T>
         yield return new MimeFormatter("text/plain", Text);
     }
 
-    /// <summary>The HTML of a value.</summary>
-    protected abstract string Html(T value);
+    /// <summary>The HTML of a value, or <c>null</c> to leave it to the kernel's default display.</summary>
+    protected abstract string? Html(T value);
 
-    /// <summary>The one-line text of a value.</summary>
-    protected abstract string Text(T value);
+    /// <summary>The one-line text of a value, or <c>null</c> to leave it to the kernel's default display.</summary>
+    protected abstract string? Text(T value);
 
     /// <summary>One formatter as the kernel expects it: <c>MimeType</c>, <c>Type</c>, <c>Format(object, TextWriter)</c>.</summary>
     public sealed class MimeFormatter
     {
-        private readonly Func<T, string> _format;
+        private readonly Func<T, string?> _format;
 
-        internal MimeFormatter(string mimeType, Func<T, string> format)
+        internal MimeFormatter(string mimeType, Func<T, string?> format)
         {
             MimeType = mimeType;
             _format = format;
@@ -57,11 +57,11 @@ internal abstract class DisplayFormatterSource<T>
         /// <summary>The formatted type.</summary>
         public Type Type => typeof(T);
 
-        /// <summary>Writes the display of <paramref name="instance"/>; false when it is not a <typeparamref name="T"/>.</summary>
+        /// <summary>Writes the display of <paramref name="instance"/>; false when it is not a <typeparamref name="T"/> or there is no display for this MIME type.</summary>
         public bool Format(object instance, TextWriter writer)
         {
-            if (instance is not T value) return false;
-            writer.Write(_format(value));
+            if (instance is not T value || _format(value) is not { } formatted) return false;
+            writer.Write(formatted);
             return true;
         }
     }

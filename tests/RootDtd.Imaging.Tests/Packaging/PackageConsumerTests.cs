@@ -32,6 +32,7 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
     {
         var (entries, nuspec) = _consumer.ReadPackage("RootDtd");
         entries.Should().Contain(new[] { "README.md", "buildTransitive/RootDtd.targets", "lib/net8.0/RootDtd.dll", "lib/net8.0/RootDtd.xml" });
+        entries.Should().Contain(new[] { "lib/net8.0/RootDtd.Native.dll", "lib/net8.0/RootDtd.Native.xml" }, "the native-library fix is its own assembly, shipped in the core package");
         Metadata(nuspec, "license").Should().Be("MIT");
         Metadata(nuspec, "readme").Should().Be("README.md");
         Dependencies(nuspec).Should().Contain(new[] { "TorchSharp 0.107.0", "TorchVision 0.107.0" })
@@ -58,6 +59,9 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
         var error = double.Parse(line["conservation-error ".Length..].Trim(), CultureInfo.InvariantCulture);
         error.Should().BeLessThan(1e-3, _consumer.RunOutput);
         _consumer.RunOutput.Should().Contain("html-images 4", "the notebook HTML of the explanation has input, overlay, heatmap and colour bar");
+        var native = _consumer.RunOutput.Split('\n').Single(l => l.StartsWith("native-fix ", StringComparison.Ordinal))["native-fix ".Length..].Trim();
+        Enum.TryParse<NativeFixResult>(native, out var fix).Should().BeTrue(_consumer.RunOutput);
+        fix.Should().NotBe(NativeFixResult.AlreadyLoaded, "the application reaches TorchSharpNative before TorchSharp loads");
     }
 
     [Fact]
@@ -99,6 +103,7 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
             using TorchSharp;
             using static TorchSharp.torch;
 
+            Console.WriteLine($"native-fix {RootDtd.Native.TorchSharpNative.EnsureLoadable()}");
             torch.manual_seed(1);
             // Bias-free ReLU net: LRP-0 conserves relevance exactly up to float rounding and the tiny stabiliser.
             var net = nn.Sequential(

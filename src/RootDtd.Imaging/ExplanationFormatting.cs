@@ -7,16 +7,17 @@ namespace RootDtd.Display;
 
 /// <summary>
 /// How an <see cref="Explanation"/> displays in a .NET Interactive (Polyglot) notebook when it is the last expression
-/// of a cell. The core library has no imaging code: it writes a one-line <c>text/plain</c> summary and a text-only
-/// HTML table (class, logit, conservation error, method). <c>RootDtd.Imaging</c> registers an HTML renderer with
-/// <see cref="RegisterHtmlRenderer"/> when it is loaded, which adds the input image, the overlay and the heatmap as
-/// inline PNGs. If no renderer is registered yet, the formatter loads <c>RootDtd.Imaging</c> when it is available.
+/// of a cell: a one-line <c>text/plain</c> summary, and HTML from the registered renderer (by default
+/// <see cref="Imaging.ExplanationDisplay.ToHtml(Explanation)"/>: the input image, the overlay and the heatmap as inline
+/// PNGs), or a text-only table (class, logit, conservation error, method) when the renderer fails. Loading this
+/// assembly registers <see cref="ToHtml"/> and <see cref="ToSummary"/> with the core's <see cref="NotebookDisplay"/>
+/// hook, which the formatter on <see cref="Explanation"/> asks (the core loads this assembly on the first display if
+/// it can).
 /// </summary>
 public static class ExplanationFormatting
 {
     private static readonly object Gate = new();
     private static Func<Explanation, string>? _htmlRenderer;
-    private static bool _triedImaging;
 
     /// <summary>
     /// Class names used by the notebook display, indexed by class (e.g. the 1000 ImageNet labels); <c>null</c> shows
@@ -34,17 +35,13 @@ public static class ExplanationFormatting
     }
 
     /// <summary>
-    /// Replaces the HTML renderer (<c>RootDtd.Imaging</c> calls this from its module initializer). The renderer
-    /// should not throw; if it does, the text-only table is shown with the error.
+    /// Replaces the HTML renderer (this assembly's module initializer registers <see cref="Imaging.ExplanationDisplay.ToHtml(Explanation)"/>).
+    /// The renderer should not throw; if it does, the text-only table is shown with the error.
     /// </summary>
     /// <param name="renderer">The renderer, or <c>null</c> for the text-only table.</param>
     public static void RegisterHtmlRenderer(Func<Explanation, string>? renderer)
     {
-        lock (Gate)
-        {
-            _htmlRenderer = renderer;
-            _triedImaging = true;
-        }
+        lock (Gate) _htmlRenderer = renderer;
     }
 
     /// <summary>The class name of <paramref name="classIndex"/> from <paramref name="classNames"/> (or <see cref="ClassNames"/>), or <c>null</c>.</summary>
@@ -110,8 +107,8 @@ public static class ExplanationFormatting
     }
 
     /// <summary>
-    /// The <c>text/html</c> display: the registered renderer's output (with <c>RootDtd.Imaging</c>: images, overlays and
-    /// heatmaps), or a text-only table when no renderer is available or it failed.
+    /// The <c>text/html</c> display: the registered renderer's output (by default images, overlays and heatmaps), or a
+    /// text-only table when no renderer is registered or it failed.
     /// </summary>
     /// <param name="explanation">The explanation.</param>
     public static string ToHtml(Explanation explanation)
@@ -135,23 +132,6 @@ public static class ExplanationFormatting
 
     private static Func<Explanation, string>? ResolveRenderer()
     {
-        lock (Gate)
-        {
-            if (_htmlRenderer is not null || _triedImaging) return _htmlRenderer;
-            _triedImaging = true;
-        }
-        // Not referenced yet in this process (e.g. a notebook that has not touched an imaging type): load RootDtd.Imaging
-        // if it can be resolved and run its module initializer, which registers the renderer.
-        try
-        {
-            var imaging = AppDomain.CurrentDomain.GetAssemblies().FirstOrDefault(a => a.GetName().Name == "RootDtd.Imaging")
-                ?? System.Reflection.Assembly.Load(new System.Reflection.AssemblyName("RootDtd.Imaging"));
-            System.Runtime.CompilerServices.RuntimeHelpers.RunModuleConstructor(imaging.ManifestModule.ModuleHandle);
-        }
-        catch (Exception ex) when (ex is IOException or BadImageFormatException or TypeInitializationException)
-        {
-            // RootDtd.Imaging is not referenced: the text-only table it is.
-        }
         lock (Gate) return _htmlRenderer;
     }
 
@@ -179,18 +159,8 @@ public static class ExplanationFormatting
         sb.Append("</tbody></table><div>method <code>").Append(WebUtility.HtmlEncode(e.Method)).Append("</code>");
         if (e.Targets.Length > maxRows) sb.Append(CultureInfo.InvariantCulture, $", first {maxRows} of {e.Targets.Length} samples");
         if (error is not null) sb.Append(" (images unavailable: ").Append(WebUtility.HtmlEncode(error)).Append(')');
-        else sb.Append(" (reference RootDtd.Imaging for images and heatmaps)");
+        else sb.Append(" (no HTML renderer registered: ExplanationFormatting.RegisterHtmlRenderer)");
         sb.Append("</div></div>");
         return sb.ToString();
     }
-}
-
-/// <summary>The formatter source that .NET Interactive finds through <see cref="TypeFormatterSourceAttribute"/> on <see cref="Explanation"/>.</summary>
-internal sealed class ExplanationFormatterSource : DisplayFormatterSource<Explanation>
-{
-    /// <inheritdoc />
-    protected override string Html(Explanation value) => ExplanationFormatting.ToHtml(value);
-
-    /// <inheritdoc />
-    protected override string Text(Explanation value) => ExplanationFormatting.ToSummary(value);
 }

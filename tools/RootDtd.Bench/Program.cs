@@ -118,17 +118,22 @@ foreach (var modelName in options.Models)
 
         Out($"## {modelName}, batch {batch}");
         Out();
+        // transformer runs that include chefer also give every method × chefer (chefer-root's goal is ≤ 12×)
+        var chefer = rows.FirstOrDefault(r => r.Name == "chefer").Ms;
+        var withChefer = chefer > 0 && !double.IsNaN(chefer);
+        var cheferHeader = withChefer ? " × chefer |" : "";
+        var cheferRule = withChefer ? "---:|" : "";
         Out(options.AlsoUnchecked
-            ? "| method | ms/image | × forward+gradient | ms/image, VerifyForward off | × forward+gradient, VerifyForward off | note |"
-            : "| method | ms/image | × forward+gradient | note |");
-        Out(options.AlsoUnchecked ? "|---|---:|---:|---:|---:|---|" : "|---|---:|---:|---|");
+            ? $"| method | ms/image | × forward+gradient |{cheferHeader} ms/image, VerifyForward off | × forward+gradient, VerifyForward off | note |"
+            : $"| method | ms/image | × forward+gradient |{cheferHeader} note |");
+        Out(options.AlsoUnchecked ? $"|---|---:|---:|{cheferRule}---:|---:|---|" : $"|---|---:|---:|{cheferRule}---|");
         foreach (var (name, ms, note) in rows)
         {
             var perImage = ms / batch;
             var ratio = ms / gradient;
-            var extra = "";
+            var extra = withChefer ? (double.IsNaN(ms) ? " – |" : string.Create(CultureInfo.InvariantCulture, $" {ms / chefer:F2} |")) : "";
             if (options.AlsoUnchecked)
-                extra = uncheckedMs.TryGetValue(name, out var u)
+                extra += uncheckedMs.TryGetValue(name, out var u)
                     ? string.Create(CultureInfo.InvariantCulture, $" {u / batch:F1} | {u / gradient:F2} |")
                     : " | |";
             Out(string.Create(CultureInfo.InvariantCulture, $"| {name} | {(double.IsNaN(ms) ? "–" : perImage.ToString("F1", CultureInfo.InvariantCulture))} | {(double.IsNaN(ms) ? "–" : ratio.ToString("F2", CultureInfo.InvariantCulture))} |{extra} {note} |"));
@@ -144,6 +149,19 @@ foreach (var modelName in options.Models)
             foreach (var (unit, ms) in units.Take(10))
                 Out(string.Create(CultureInfo.InvariantCulture, $"| {unit} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} |"));
             Out();
+            // transformers: the same time by kind of unit over all blocks (blocks.{i}.attn.qkv/q → attn.qkv/q)
+            var kinds = units.GroupBy(u => System.Text.RegularExpressions.Regex.Replace(u.Unit, @"^(.*\.)?blocks\.\d+\.", ""))
+                .Select(g => (Kind: g.Key, Count: g.Count(), Ms: g.Sum(u => u.Ms))).OrderByDescending(k => k.Ms).ToList();
+            if (kinds.Count < units.Count)
+            {
+                Out($"Per-unit time of {method} by kind of unit (summed over the blocks):");
+                Out();
+                Out("| unit | units | ms | share |");
+                Out("|---|---:|---:|---:|");
+                foreach (var (kind, count, ms) in kinds)
+                    Out(string.Create(CultureInfo.InvariantCulture, $"| {kind} | {count} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} |"));
+                Out();
+            }
         }
     }
 }

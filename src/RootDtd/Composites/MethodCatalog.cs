@@ -201,6 +201,8 @@ public static class MethodCatalog
         Add("attn-lrp", "ViT: AttnLRP (Achtibat et al. 2024): cp-lrp plus the softmax rule and the uniform rule on both matmuls", TransformerComposites.AttnLrp,
             MethodParameter<TransformerLrpOptions>.Number("epsilon", "the stabiliser ε ≥ 0 of every rule (0: LXT's efficient mode)", o => o.Epsilon, (o, v) => o with { Epsilon = v }));
         Add<NoOptions>("chefer", "ViT: Chefer et al. 2021 transformer attribution (LRP α1β0 × attention gradient, rolled out); token map", _ => TransformerComposites.Chefer());
+        Add("chefer-root", "ViT: chefer with constrained root inference on every Linear (qkv as q, k, v) instead of α1β0 (the paper's I.ViT + root); token map",
+            o => TransformerComposites.CheferRoot(o), RootComposites.UnitParameters.ToArray());
         Add<NoOptions>("rollout", "ViT: attention rollout (Abnar & Zuidema 2020); token map", _ => TransformerComposites.Rollout());
         Add<NoOptions>("raw-attention", "ViT: last block's class-token attention, head mean; token map", _ => TransformerComposites.RawAttention());
     }
@@ -224,7 +226,7 @@ public static class MethodCatalog
         Add<NoOptions>("agf", "AGF (Gur et al. 2021): attribution-guided factorization, relevance and gradient streams (authors' rules; BatchNorm not merged)",
             _ => AttributionComposites.Agf());
         Add("agf-root", "AGF with constrained root inference in its DTD part (C of every conv/dense unit below the output); root options as parameters",
-            o => AttributionComposites.Agf(o), RootComposites.Parameters.ToArray());
+            o => AttributionComposites.Agf(o), RootComposites.UnitParameters.ToArray());
         Add("occlusion", "Occlusion: drop of the target logit when a window is filled, averaged over the windows covering a pixel",
             o => AttributionComposites.Occlusion(o.Window, o.Stride == 0 ? null : o.Stride, o.Fill),
             MethodParameter<OcclusionOptions>.Count("window", "window side in pixels ≥ 1", o => o.Window, (o, v) => o with { Window = v }),

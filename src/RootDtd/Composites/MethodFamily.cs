@@ -109,7 +109,7 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
             return new(MethodFamily.Lrp, ConservationExpectation.Approximately);
         if (string.Equals(bare, "attn-lrp", StringComparison.OrdinalIgnoreCase))
             return new(MethodFamily.Lrp, ConservationExpectation.NotExpected);
-        if (bare.ToLowerInvariant() is "chefer" or "rollout" or "raw-attention")
+        if (bare.ToLowerInvariant() is "chefer" or "chefer-root" or "rollout" or "raw-attention")
             return new(MethodFamily.TokenMap, ConservationExpectation.NotExpected);
         // Integrated Gradients is complete (Σ attribution = f(x) − f(baseline), its conservation report's reference) up to the path sum
         if (string.Equals(bare, "integrated-gradients", StringComparison.OrdinalIgnoreCase))

@@ -191,6 +191,8 @@ public sealed class MethodParameter<TOptions> : MethodParameter where TOptions :
     {
         ArgumentNullException.ThrowIfNull(get);
         ArgumentNullException.ThrowIfNull(set);
+        if (Kind == MethodParameterKind.Text && _getText is { } getText && _setText is { } setText)
+            return MethodParameter<TOuter>.Text(Name, Description, o => getText(get(o)), (o, v) => set(o, setText(get(o), v)));
         return MethodParameter<TOuter>.Create(Name, Kind, Description, o => _get(get(o)), (o, v) => set(o, _set(get(o), v)));
     }
 

@@ -17,7 +17,7 @@ public static class RootComposites
     /// included. The ablations are options (<paramref name="options"/>: steps, γ, each constraint, redistribution).
     /// </summary>
     public static Composite Root(RootInferenceOptions? options = null) =>
-        WithSpecLayers("root").ForAllUnits(new RootInferenceRule(options));
+        WithSpecLayers("root", options).ForAllUnits(new RootInferenceRule(options));
 
     /// <summary>
     /// Depth split: with the n units numbered in forward order (<see cref="UnitInfo.Index"/>; ResNet: stem conv, then each
@@ -33,7 +33,7 @@ public static class RootComposites
         if (!(fraction >= 0 && fraction <= 1)) throw new ArgumentOutOfRangeException(nameof(options), fraction, "The root fraction must lie in [0, 1].");
         var lowerRule = lower ?? new ZPlusRule();
         var isHalf = fraction == new RootUpperOptions().Fraction;
-        return WithSpecLayers(name ?? (isHalf ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}")))
+        return WithSpecLayers(name ?? (isHalf ? "root-upper-half" : FormattableString.Invariant($"root-upper-{fraction:g3}")), o.Root)
             .ForUnits(u => u.Index < LowerCount(u.Count, fraction), lowerRule)
             .ForAllUnits(new RootInferenceRule(o.Root));
     }
@@ -47,11 +47,17 @@ public static class RootComposites
 
     /// <summary><c>root-flat-input</c>: the Flat rule on the first unit (the input layer), the root rule on every other unit.</summary>
     public static Composite RootFlatInput(RootInferenceOptions? options = null) =>
-        WithSpecLayers("root-flat-input").ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
+        WithSpecLayers("root-flat-input", options).ForFirstUnit(new FlatRule()).ForAllUnits(new RootInferenceRule(options));
+
+    /// <summary>The <c>gelu</c> parameter (<see cref="RootInferenceOptions.Gelu"/>: <c>pass</c> or <c>taylor2</c>) of the root composites.</summary>
+    public static MethodParameter<RootInferenceOptions> GeluParameter { get; } =
+        MethodParameter<RootInferenceOptions>.Text("gelu", "at GELU activations: pass (relevance unchanged) or taylor2 (second-order Taylor at a gradient-constrained root, D10)",
+            o => o.GeluName, (o, v) => o with { Gelu = RootInferenceOptions.ParseGelu(v) });
 
     /// <summary>
     /// The method-spec parameters of the root rule (the paper's ablations): <c>steps</c>, <c>gamma</c>, and the switches
-    /// <c>positive</c>, <c>gradient</c>, <c>domain</c>, <c>normalized</c> (1 = the spec's choice). Their defaults are
+    /// <c>positive</c>, <c>gradient</c>, <c>domain</c>, <c>normalized</c> (1 = the spec's choice), and the name-valued
+    /// <c>gelu</c> (<c>pass</c> or <c>taylor2</c>, what the composite does at GELU activations). Their defaults are
     /// <see cref="RootInferenceOptions.Default"/>'s.
     /// </summary>
     public static IReadOnlyList<MethodParameter<RootInferenceOptions>> Parameters { get; } = new[]
@@ -63,7 +69,34 @@ public static class RootComposites
         MethodParameter<RootInferenceOptions>.Switch("domain", "domain box (ReLU domain T ≥ 0, input bounds at the input)", o => o.DomainConstraint, (o, v) => o with { DomainConstraint = v }),
         MethodParameter<RootInferenceOptions>.Switch("normalized", "normalized redistribution (0: the paper's Eq. 8 read literally)",
             o => o.Redistribution == RootRedistribution.Normalized, (o, v) => o with { Redistribution = v ? RootRedistribution.Normalized : RootRedistribution.Direct }),
+        MethodParameter<RootInferenceOptions>.Number("epsilon", "stabiliser ε ≥ 0 of every ratio R/(z ± ε) (spec 1e-9; 0: exact ratios)", o => o.Epsilon, (o, v) => o with { Epsilon = v }),
+        GeluParameter,
     };
 
-    private static Composite WithSpecLayers(string name) => new(name) { Variant = BundleVariant.RootInference };
+    /// <summary>
+    /// The root parameters of the unit rule only (<see cref="Parameters"/> without <c>gelu</c>), for methods that use the
+    /// rule inside another procedure (chefer-root, agf-root).
+    /// </summary>
+    public static IReadOnlyList<MethodParameter<RootInferenceOptions>> UnitParameters => Parameters.Where(p => p.Name != GeluParameter.Name).ToList();
+
+    /// <summary>
+    /// The spec's layers (the bundles' <see cref="BundleVariant.RootInference"/> rules) and, with
+    /// <see cref="GeluTreatment.Taylor2"/>, <see cref="TaylorActivationRule"/> on every GELU activation.
+    /// </summary>
+    private static Composite WithSpecLayers(string name, RootInferenceOptions? options)
+    {
+        var o = options ?? RootInferenceOptions.Default;
+        var c = new Composite(name) { Variant = BundleVariant.RootInference };
+        if (o.Gelu == GeluTreatment.Taylor2)
+            c.ForNodes((node, _) => node.Kind == NodeKind.Activation && node.Module is TorchSharp.Modules.GELU, new TaylorActivationRule(ElementwiseFunction.Gelu, stabilizer: o.Stabilizer));
+        if (o.Stabilizer != Stabilizer.Spec)
+        {
+            // the bundles' root rules with another ε: the z-rule at pooling and sums, the transformer kinds' proportional rules
+            var norm = new NormRule(o.Stabilizer);
+            c.ForKind(NodeKind.Sum, norm).ForKind(NodeKind.MaxPool, norm).ForKind(NodeKind.AvgPool, norm);
+            foreach (var (kind, rule) in TransformerComposites.ConservativeKindRules(o.Stabilizer, attention: false))
+                if (kind is not NodeKind.Sum) c.ForKind(kind, rule);
+        }
+        return c;
+    }
 }

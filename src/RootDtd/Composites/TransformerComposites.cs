@@ -1,6 +1,7 @@
 using RootDtd.Canonizers;
 using RootDtd.Graph;
 using RootDtd.Rules;
+using RootDtd.Rules.RootInference;
 
 namespace RootDtd.Composites;
 
@@ -104,9 +105,23 @@ public static class TransformerComposites
     /// halves at both matrix products, their <c>safe_divide</c>) from a one-hot start, then the gradient-weighted
     /// rollout of the attention relevances (<see cref="CheferTokenMap"/>).
     /// </summary>
-    public static Composite Chefer() =>
-        new Composite("chefer") { StartRelevance = StartRelevance.OneHot, TokenMap = new CheferTokenMap() }
-            .ForAllUnits(CheferLinearRule.Instance)
+    public static Composite Chefer() => CheferWith("chefer", CheferLinearRule.Instance);
+
+    /// <summary>
+    /// <c>chefer-root</c>, the paper's "I.ViT + ours" (docs/transformers.md, D9): <see cref="Chefer"/> exactly, except
+    /// that every Linear's α1β0 relprop is replaced by constrained root inference (<see cref="RootInferenceRule"/> with
+    /// <paramref name="options"/>, default the spec's: 20 steps, γ = 1, positive map, normalized; qkv solved as q, k
+    /// and v). The patch convolution keeps α1β0 (it is a Conv2d, not a Linear, and lies below every attention map, so
+    /// it cannot change the token map). Start relevance one-hot, as in <c>chefer</c>. With <c>steps = 0</c> the root
+    /// rule is bias-free z⁺ on the signed input, which is α1β0 with the bias ignored: the map of <c>chefer</c>.
+    /// </summary>
+    public static Composite CheferRoot(RootInferenceOptions? options = null) => CheferWith("chefer-root", CheferLinearRule.Instance, new RootInferenceRule(options));
+
+    private static Composite CheferWith(string name, Rule unitRule, Rule? denseRule = null)
+    {
+        var c = new Composite(name) { StartRelevance = StartRelevance.OneHot, TokenMap = new CheferTokenMap() }.ForAllUnits(unitRule);
+        if (denseRule is not null) c.ForDense(denseRule);
+        return c
             .ForKind(NodeKind.Activation, PassRule.Instance)
             .ForKind(NodeKind.Sum, CheferAddRule.Instance)
             .ForKind(NodeKind.LayerNorm, PassRule.Instance)
@@ -120,6 +135,7 @@ public static class TransformerComposites
             // their Clone: where a tensor feeds a residual sum and a branch (block input, the tensor between the two adds)
             .ForFanOut((node, graph) => graph.Consumers(node.Index).Count > 1 && graph.Consumers(node.Index).Any(c => graph.Nodes[c].Kind == NodeKind.Sum),
                 CheferCloneRule.Instance);
+    }
 
     /// <summary>Attention rollout (Abnar &amp; Zuidema 2020); no backward walk.</summary>
     public static Composite Rollout() => AttentionOnly("rollout", new RolloutTokenMap());

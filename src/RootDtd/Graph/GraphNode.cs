@@ -137,6 +137,17 @@ public sealed class LinearUnitNode : GraphNode, ILinearizedNode
     /// <summary>Position among the graph's linear units in forward order (0 = first).</summary>
     public int UnitIndex { get; internal set; }
 
+    /// <summary>
+    /// Names of equal, consecutive slices of the output features (the last axis of a dense unit, the channels of a
+    /// convolution) that root-seeking rules solve as separate units, e.g. <c>q</c>, <c>k</c>, <c>v</c> for timm's packed
+    /// qkv Linear (docs/transformers.md, D7). Empty (default): the layer is one unit. Rules that treat every output on its
+    /// own (LRP, z⁺, gradients) give the same result either way.
+    /// </summary>
+    public IReadOnlyList<string> OutputParts { get; init; } = Array.Empty<string>();
+
+    /// <summary>The names <see cref="OutputParts"/> of timm's qkv Linear.</summary>
+    public static IReadOnlyList<string> QkvParts { get; } = new[] { "q", "k", "v" };
+
     /// <inheritdoc />
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => Unit.Forward(inputs[0]);
 

@@ -42,6 +42,7 @@ public interface ILinearMap
 public sealed class LinearUnit : ILinearMap, IDisposable
 {
     private readonly Dictionary<string, Tensor> _cache = new();
+    private readonly Dictionary<(long Start, long Length), LinearUnit> _slices = new();
     private readonly long[] _stride;
     private readonly long[] _padding;
     private readonly long[] _dilation;
@@ -200,6 +201,24 @@ public sealed class LinearUnit : ILinearMap, IDisposable
         return t;
     }
 
+    /// <summary>
+    /// The unit restricted to the output features (dense) or channels (convolution) <c>[start, start + length)</c>: the
+    /// same geometry with those rows of the weight and bias. Made once per slice and kept (with its own parameter cache)
+    /// until <see cref="Dispose"/>; root-seeking rules use it to solve the parts of a packed layer (timm's qkv) on their own.
+    /// </summary>
+    public LinearUnit OutputSlice(long start, long length)
+    {
+        if (start < 0 || length < 1 || start + length > OutputFeatures)
+            throw new ArgumentOutOfRangeException(nameof(length), $"{this}: output slice [{start}, {start + length}) is outside its {OutputFeatures} outputs.");
+        if (_slices.TryGetValue((start, length), out var slice) && !slice.Weight.IsInvalid) return slice;
+        using (torch.no_grad())
+        {
+            slice = WithParameters(Weight.narrow(0, start, length), Bias?.narrow(0, start, length));
+        }
+        _slices[(start, length)] = slice;
+        return slice;
+    }
+
     /// <summary>Human-readable description of the geometry, for error messages and diagnostics.</summary>
     public override string ToString() => Kind == LinearUnitKind.Dense
         ? $"Dense({Weight.shape[1]}→{Weight.shape[0]}{(Bias is null ? ", no bias" : "")})"
@@ -210,6 +229,8 @@ public sealed class LinearUnit : ILinearMap, IDisposable
     {
         foreach (var t in _cache.Values) t.Dispose();
         _cache.Clear();
+        foreach (var s in _slices.Values) s.Dispose();
+        _slices.Clear();
         Weight.Dispose();
         Bias?.Dispose();
     }

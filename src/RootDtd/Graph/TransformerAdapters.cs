@@ -65,7 +65,12 @@ internal static class TransformerAdapters
     public static int AddAttention(GraphBuilder b, string path, VitAttention attn, int y)
     {
         var heads = attn.Heads;
-        var qkv = b.AddModule(J(path, "qkv"), attn.Qkv, y);
+        // one graph node, three root units (q, k, v: D7)
+        var qkv = b.AddNamed(new LinearUnitNode(J(path, "qkv"), LinearUnit.Dense(attn.Qkv.weight, attn.Qkv.bias), y)
+        {
+            Module = attn.Qkv,
+            OutputParts = LinearUnitNode.QkvParts,
+        });
         int Part(string name, int which) =>
             b.AddNamed(new OperationNode(J(path, name), NodeKind.Rearrange, qkv, t => VitAttention.Split(t, heads, which)));
         var q = Part("q", 0);
@@ -117,7 +122,7 @@ public static class AttentionAdapters
         parameters.TryGetValue("in_proj_bias", out var inBias);
         parameters.TryGetValue("out_proj.bias", out var outBias);
         string J(string name) => GraphBuilder.Join(path, name);
-        var qkv = builder.AddNamed(new LinearUnitNode(J("qkv"), LinearUnit.Dense(inWeight, inBias), tokens) { Module = attention });
+        var qkv = builder.AddNamed(new LinearUnitNode(J("qkv"), LinearUnit.Dense(inWeight, inBias), tokens) { Module = attention, OutputParts = LinearUnitNode.QkvParts });
         int Part(string name, int which) => builder.AddNamed(new OperationNode(J(name), NodeKind.Rearrange, qkv, t => VitAttention.Split(t, heads, which)));
         var q = Part("q", 0);
         var k = Part("k", 1);

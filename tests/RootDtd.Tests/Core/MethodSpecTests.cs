@@ -27,9 +27,10 @@ public sealed class MethodSpecTests
         { "combination", "epsilon=0.25,gamma=0.25" },
         { "gradient", "" },
         { "gradient-x-input", "" },
-        { "root", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1" },
-        { "root-upper-half", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,fraction=0.5" },
-        { "root-flat-input", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1" },
+        { "root", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass" },
+        { "root-upper-half", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass,fraction=0.5" },
+        { "root-flat-input", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass" },
+        { "chefer-root", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09" },
         { "root-published", "" },
     };
 
@@ -38,7 +39,7 @@ public sealed class MethodSpecTests
     public void EveryCatalogMethodHasItsDocumentedDefaults(string name, string defaults)
     {
         var method = MethodCatalog.Get(name);
-        string.Join(",", method.Parameters.Select(p => p.Name + "=" + p.Format(p.ValueIn(method.DefaultOptions)))).Should().Be(defaults);
+        string.Join(",", method.Parameters.Select(p => p.Name + "=" + p.TextIn(method.DefaultOptions))).Should().Be(defaults);
         var spec = MethodSpec.Parse(name);
         spec.Text.Should().Be(name, "a spec with every default is written as the bare name");
         spec.Values.Should().Equal(method.Defaults);
@@ -177,12 +178,12 @@ public sealed class MethodSpecTests
         MethodCatalog.Get("root-published").StartRelevance.Should().Be(StartRelevance.AbsoluteTargetLogit);
         MethodCatalog.Get("root-published").Canonizers.Should().BeEmpty();
         // Chefer's attribution starts from one-hot (their generate_LRP); rollout and raw attention have no walk
-        foreach (var name in new[] { "chefer", "rollout", "raw-attention" }) MethodCatalog.Get(name).StartRelevance.Should().Be(StartRelevance.OneHot, name);
+        foreach (var name in new[] { "chefer", "chefer-root", "rollout", "raw-attention" }) MethodCatalog.Get(name).StartRelevance.Should().Be(StartRelevance.OneHot, name);
         MethodCatalog.Get("agf").Canonizers.Should().BeEmpty();
         MethodCatalog.Get("agf-root").Canonizers.Should().BeEmpty();
         foreach (var m in MethodCatalog.All.Where(m => m.CreateDefault().Procedure is not null && !m.Name.StartsWith("agf", StringComparison.Ordinal)))
             m.Canonizers.Select(c => c.Name).Should().Equal(new[] { "merge-batchnorm" }, m.Name);
-        foreach (var m in MethodCatalog.All.Where(m => m.Name is not ("gradient" or "gradient-x-input" or "root-published" or "chefer" or "rollout" or "raw-attention") && m.CreateDefault().Procedure is null))
+        foreach (var m in MethodCatalog.All.Where(m => m.Name is not ("gradient" or "gradient-x-input" or "root-published" or "chefer" or "chefer-root" or "rollout" or "raw-attention") && m.CreateDefault().Procedure is null))
         {
             m.StartRelevance.Should().Be(StartRelevance.TargetLogit, m.Name);
             m.Canonizers.Select(c => c.Name).Should().Equal(new[] { "merge-batchnorm" }, m.Name);

@@ -34,7 +34,7 @@ public class RootInferenceExplainerTests
         {
             d.Rule.Should().StartWith("RootInference(steps=20");
             d.Milliseconds.Should().BeGreaterThan(0);
-            d.Values.Keys.Should().BeEquivalentTo("initial_loss", "final_loss", "relative_residual", "accepted_steps", "relevance_in", "relevance_out");
+            d.Values.Keys.Should().BeEquivalentTo("initial_loss", "final_loss", "relative_residual", "accepted_steps", "relevance_in", "relevance_out", "fitted");
             d.Values.Values.Should().OnlyContain(v => v.Length == batch);
             for (var i = 0; i < batch; i++)
             {
@@ -162,8 +162,9 @@ public class RootInferenceExplainerTests
         using var scope = torch.NewDisposeScope();
         MethodCatalog.Get("root").Defaults.Should().BeEquivalentTo(new Dictionary<string, double>
         {
-            ["steps"] = 20, ["gamma"] = 1, ["positive"] = 1, ["gradient"] = 1, ["domain"] = 1, ["normalized"] = 1,
+            ["steps"] = 20, ["gamma"] = 1, ["positive"] = 1, ["gradient"] = 1, ["domain"] = 1, ["normalized"] = 1, ["epsilon"] = 1e-9,
         });
+        MethodCatalog.Get("root").FindParameter("gelu")!.TextIn(MethodCatalog.Get("root").DefaultOptions).Should().Be("pass");
         using var c = GoldenCases.Open("cnn", float64);
         var reference = GoldenCases.Load("cnn.root.safetensors");
         foreach (var (spec, key) in new[]

@@ -138,7 +138,7 @@ public static class RootInferenceSolver
             Replace(ref accepted, nextAccepted);
         }
 
-        var q = options.Redistribution == RootRedistribution.Normalized ? Stabilizer.Spec.Divide(r, f) : torch.ones_like(f);
+        var q = options.Redistribution == RootRedistribution.Normalized ? options.Stabilizer.Divide(r, f) : torch.ones_like(f);
         var rIn = t * map.ApplyTransposed(q, mask, x.shape);
         var root = x - t;
         var result = new RootInferenceResult(t, root, rIn, f, initialLoss, loss, accepted, trace is null ? null : torch.stack(trace));

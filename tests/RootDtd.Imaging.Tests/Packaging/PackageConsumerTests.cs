@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.IO.Compression;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Xml.Linq;
 using FluentAssertions;
@@ -11,9 +12,11 @@ using Xunit.Abstractions;
 namespace RootDtd.Imaging.Tests.Packaging;
 
 /// <summary>
-/// Packs RootDtd and RootDtd.Imaging into a temporary feed (once for the class, with a unique pre-release version so
-/// the NuGet cache never serves a stale copy), builds a throw-away net10.0 console app against that feed and
-/// TorchSharp-cpu with an <em>offline</em> restore, and runs it: what a user of the packages gets.
+/// Runs the commands of docs/getting-started.md §1 — the shell block after the <c>packaging-test</c> marker, parsed
+/// from the document itself, so doc and test cannot drift — once for the class: pack the libraries into a local feed,
+/// <c>dotnet new console</c>, <c>dotnet new nugetconfig</c>, <c>dotnet nuget add source</c>, <c>dotnet add package
+/// RootDtd.Imaging --version …</c> and the backend. Then it builds that app with a small program for one runtime and
+/// runs it: what a user who follows the guide gets.
 /// </summary>
 public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.PackedConsumer>
 {
@@ -62,6 +65,24 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
         var native = _consumer.RunOutput.Split('\n').Single(l => l.StartsWith("native-fix ", StringComparison.Ordinal))["native-fix ".Length..].Trim();
         Enum.TryParse<NativeFixResult>(native, out var fix).Should().BeTrue(_consumer.RunOutput);
         fix.Should().NotBe(NativeFixResult.AlreadyLoaded, "the application reaches TorchSharpNative before TorchSharp loads");
+    }
+
+    [Fact]
+    public void TheGuidesCommandsRanAndMadeTheProject()
+    {
+        // the block of docs/getting-started.md §1, as the guide writes it
+        _consumer.Commands.Should().Contain(new[]
+        {
+            "dotnet pack src/RootDtd -c Release -o " + PackedConsumer.DocFeed,
+            "dotnet new nugetconfig",
+            "dotnet nuget add source " + PackedConsumer.DocFeed + " --name rootdtd-local --configfile nuget.config",
+        }).And.Contain(c => c.StartsWith("dotnet add package RootDtd.Imaging --version ", StringComparison.Ordinal));
+        // what the commands made: a nuget.config with the local feed, a project with the package and the backend
+        var config = File.ReadAllText(Path.Combine(Path.GetDirectoryName(_consumer.ProjectFile)!, "nuget.config"));
+        config.Should().Contain("rootdtd-local").And.Contain(_consumer.Feed);
+        var references = XDocument.Load(_consumer.ProjectFile).Descendants().Where(e => e.Name.LocalName == "PackageReference")
+            .Select(e => $"{e.Attribute("Include")?.Value} {e.Attribute("Version")?.Value}").ToList();
+        references.Should().Contain(new[] { $"RootDtd.Imaging {_consumer.Version}", "TorchSharp-cpu 0.107.0" });
     }
 
     [Fact]
@@ -124,60 +145,121 @@ public sealed class PackageConsumerTests : IClassFixture<PackageConsumerTests.Pa
         private readonly string _root;
         private readonly StringBuilder _log = new();
 
+        /// <summary>The marker in docs/getting-started.md before the block this test runs.</summary>
+        public const string DocMarker = "<!-- packaging-test:";
+
+        /// <summary>The comment line of the block after which the commands run in the application's folder.</summary>
+        public const string ApplicationPart = "# your application";
+
+        /// <summary>The feed folder as the guide writes it; the test gives each run a fresh one.</summary>
+        public const string DocFeed = "~/rootdtd-feed";
+
         public PackedConsumer()
         {
             var watch = Stopwatch.StartNew();
-            Version = "0.1.0-test" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+            var repo = RepositoryRoot();
+            // a unique pre-release version, so that the NuGet cache never serves a stale copy of the packages
+            Version = DocumentedVersion(repo) + "-test" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
             _root = Directory.CreateTempSubdirectory("rootdtd-pack-").FullName;
             Feed = Path.Combine(_root, "feed");
-            var repo = RepositoryRoot();
             var artifacts = Path.Combine(_root, "artifacts");   // the repository's bin/obj folders stay untouched
-            string[] common = { "-c", "Release", "-o", Feed, "--artifacts-path", artifacts, "-p:Version=" + Version, "-nologo", "-v", "q" };
-            // Packing Imaging builds the core too; the core is then packed without building it again.
-            Step("pack RootDtd.Imaging", repo, new[] { "pack", Path.Combine(repo, "src", "RootDtd.Imaging", "RootDtd.Imaging.csproj") }.Concat(common));
-            Step("pack RootDtd", repo, new[] { "pack", Path.Combine(repo, "src", "RootDtd", "RootDtd.csproj"), "--no-build", "--no-restore" }.Concat(common));
+            var home = Path.Combine(_root, "home");
+            Directory.CreateDirectory(home);
 
-            var app = Path.Combine(_root, "app");
-            Directory.CreateDirectory(app);
-            var globalPackages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } gp
-                ? gp
-                : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-            File.WriteAllText(Path.Combine(app, "NuGet.config"), $"""
-                <?xml version="1.0" encoding="utf-8"?>
-                <configuration>
-                  <packageSources>
-                    <clear />
-                    <add key="packed" value="{Feed}" />
-                    <add key="global-packages" value="{globalPackages}" />
-                  </packageSources>
-                </configuration>
-                """);
-            File.WriteAllText(Path.Combine(app, "Consumer.csproj"), $"""
-                <Project Sdk="Microsoft.NET.Sdk">
-                  <PropertyGroup>
-                    <OutputType>Exe</OutputType>
-                    <TargetFramework>net10.0</TargetFramework>
-                    <Nullable>enable</Nullable>
-                    <ImplicitUsings>enable</ImplicitUsings>
-                    <RuntimeIdentifier>$(NETCoreSdkRuntimeIdentifier)</RuntimeIdentifier>
-                    <SelfContained>false</SelfContained>
-                    <NuGetAudit>false</NuGetAudit>
-                  </PropertyGroup>
-                  <ItemGroup>
-                    <PackageReference Include="RootDtd" Version="{Version}" />
-                    <PackageReference Include="RootDtd.Imaging" Version="{Version}" />
-                    <PackageReference Include="TorchSharp-cpu" Version="0.107.0" />
-                  </ItemGroup>
-                </Project>
-                """);
+            var (checkoutPart, applicationPart) = DocumentedCommands(repo);
+            Commands = checkoutPart.Concat(applicationPart).Select(c => string.Join(' ', c)).ToList();
+            var directory = repo;
+            foreach (var command in checkoutPart) directory = Execute(command, directory, artifacts);
+            directory = home;
+            foreach (var command in applicationPart) directory = Execute(command, directory, artifacts);
+            var app = directory;
+            ProjectFile = Directory.GetFiles(app, "*.csproj").Single();
+
             File.WriteAllText(Path.Combine(app, "Program.cs"), ProgramSource);
-            // Outside the repository: no Directory.Build.props/targets, no central package versions apply.
-            Step("restore (offline)", app, new[] { "restore", "--configfile", Path.Combine(app, "NuGet.config"), "-nologo" });
-            BuildOutput = Step("build", app, new[] { "build", "--no-restore", "-c", "Release", "-nologo", "-v", "n" });
-            OutputDirectory = Directory.GetFiles(Path.Combine(app, "bin", "Release"), "Consumer.dll", SearchOption.AllDirectories).Select(Path.GetDirectoryName).Single()!;
+            // outside the repository: no Directory.Build.props/targets, no central package versions apply; one runtime (guide §2)
+            BuildOutput = Step("build", app, new[] { "build", "-c", "Release", "-r", RuntimeInformation.RuntimeIdentifier, "-nologo", "-v", "n" });
+            var dll = Path.GetFileNameWithoutExtension(ProjectFile) + ".dll";
+            OutputDirectory = Directory.GetFiles(Path.Combine(app, "bin", "Release"), dll, SearchOption.AllDirectories).Select(Path.GetDirectoryName).Single()!;
             PngPath = Path.Combine(_root, "heatmap.png");
-            (RunExitCode, RunOutput) = Run(app, new[] { Path.Combine(OutputDirectory, "Consumer.dll"), PngPath }, TimeSpan.FromMinutes(3));
+            (RunExitCode, RunOutput) = Run(app, new[] { Path.Combine(OutputDirectory, dll), PngPath }, TimeSpan.FromMinutes(3));
             _log.AppendLine(CultureInfo.InvariantCulture, $"run: exit {RunExitCode}, {watch.Elapsed.TotalSeconds:F0} s in all\n{RunOutput}");
+        }
+
+        /// <summary>The commands of the guide's block, as the guide writes them.</summary>
+        public IReadOnlyList<string> Commands { get; }
+
+        /// <summary>The project file that <c>dotnet new console</c> made and <c>dotnet add package</c> edited.</summary>
+        public string ProjectFile { get; }
+
+        /// <summary>
+        /// Runs one command of the guide. What the test changes, and only that: the feed folder (<see cref="DocFeed"/>)
+        /// is this run's; <c>dotnet pack</c> also gets the unique version and an artifacts folder outside the checkout;
+        /// <c>dotnet add package RootDtd…</c> asks for the unique version instead of the documented one.
+        /// </summary>
+        private string Execute(IReadOnlyList<string> command, string directory, string artifacts)
+        {
+            var name = string.Join(' ', command);
+            if (command[0] == "cd")
+            {
+                var target = Path.GetFullPath(Path.Combine(directory, command[1]));
+                if (!Directory.Exists(target)) throw new InvalidOperationException($"'{name}': the folder {target} does not exist.");
+                return target;
+            }
+            if (command[0] != "dotnet") throw new InvalidOperationException($"The guide's command '{name}' is not one the packaging test knows how to run (dotnet …, cd …).");
+            var args = command.Skip(1).Select(a => a == DocFeed ? Feed : a).ToList();
+            if (args[0] == "pack") args.AddRange(new[] { "--artifacts-path", artifacts, "-p:Version=" + Version, "-nologo", "-v", "q" });
+            if (args.Count >= 3 && args[0] == "add" && args[1] == "package" && args[2].StartsWith("RootDtd", StringComparison.Ordinal))
+            {
+                var k = args.IndexOf("--version");
+                if (k < 0) throw new InvalidOperationException($"The guide's '{name}' gives no --version.");
+                args[k + 1] = Version;
+            }
+            Step(name, directory, args);
+            return directory;
+        }
+
+        /// <summary>The version the guide asks for in <c>dotnet add package RootDtd.Imaging --version V</c>; it must be the repository's.</summary>
+        private static string DocumentedVersion(string repo)
+        {
+            var props = XDocument.Load(Path.Combine(repo, "Directory.Build.props"));
+            var version = props.Descendants().First(e => e.Name.LocalName == "Version").Value.Trim();
+            var documented = DocumentedCommands(repo).Application.Where(c => c.Count > 3 && c[1] == "add" && c[2] == "package" && c[3].StartsWith("RootDtd", StringComparison.Ordinal))
+                .Select(c => c[c.ToList().IndexOf("--version") + 1]).ToList();
+            if (documented.Count == 0) throw new InvalidOperationException("docs/getting-started.md: the packaging-test block adds no RootDtd package.");
+            if (documented.Any(v => v != version))
+                throw new InvalidOperationException($"docs/getting-started.md asks for version {string.Join(", ", documented)}, the packages are {version} (Directory.Build.props).");
+            return version;
+        }
+
+        /// <summary>
+        /// The shell block after <see cref="DocMarker"/> in docs/getting-started.md, as commands (a line without its
+        /// trailing comment, split at <c>&amp;&amp;</c>, split at spaces): those before <see cref="ApplicationPart"/>
+        /// run in the checkout, those after it in the application's folder.
+        /// </summary>
+        public static (List<IReadOnlyList<string>> Checkout, List<IReadOnlyList<string>> Application) DocumentedCommands(string repo)
+        {
+            var doc = File.ReadAllText(Path.Combine(repo, "docs", "getting-started.md"));
+            var marker = doc.IndexOf(DocMarker, StringComparison.Ordinal);
+            if (marker < 0) throw new InvalidOperationException($"docs/getting-started.md has no '{DocMarker}' marker before the commands the packaging test runs.");
+            var open = doc.IndexOf("```sh\n", marker, StringComparison.Ordinal);
+            var close = open < 0 ? -1 : doc.IndexOf("\n```", open + 6, StringComparison.Ordinal);
+            if (open < 0 || close < 0) throw new InvalidOperationException("docs/getting-started.md: no ```sh block after the packaging-test marker.");
+            var checkout = new List<IReadOnlyList<string>>();
+            var application = new List<IReadOnlyList<string>>();
+            var target = checkout;
+            foreach (var raw in doc[(open + 6)..close].Split('\n'))
+            {
+                var line = raw.Trim();
+                if (line.StartsWith(ApplicationPart, StringComparison.Ordinal)) target = application;
+                var comment = line.IndexOf(" #", StringComparison.Ordinal);
+                if (line.StartsWith('#')) line = "";
+                else if (comment >= 0) line = line[..comment].Trim();
+                if (line.Length == 0) continue;
+                foreach (var part in line.Split("&&"))
+                    target.Add(part.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            }
+            if (application.Count == 0) throw new InvalidOperationException($"docs/getting-started.md: the packaging-test block has no '{ApplicationPart}' part.");
+            return (checkout, application);
         }
 
         public string Version { get; }

@@ -1,7 +1,9 @@
 """Runs a Polyglot (.NET Interactive) notebook headless through `dotnet-interactive stdio` and prints what every cell
-produced (MIME types, number of inline PNGs, stdout, errors); writes the notebook with outputs to OUT.
+produced (MIME types, number of inline PNGs, stdout, errors); writes the notebook with outputs to OUT and fails when an
+inline PNG carries a metadata chunk (EXIF, XMP, text). Run it in a scratch WORKDIR holding the notebook's images/
+(the notebook writes comparison.png there); with .NET 10 only, set DOTNET_ROLL_FORWARD=Major.
 
-  dotnet tool install --tool-path /tmp/di Microsoft.dotnet-interactive
+  dotnet tool install --tool-path /tmp/di Microsoft.dotnet-interactive --version 1.0.712001
   dotnet pack src/RootDtd.Imaging -c Release -o /tmp/feed -p:Version=0.1.0-nb1
   dotnet pack src/RootDtd -c Release -o /tmp/feed -p:Version=0.1.0-nb1
   python3 samples/run-notebook-headless.py samples/explain-an-image.ipynb /tmp/out.ipynb 0.1.0-nb1 /tmp/feed [workdir]
@@ -49,7 +51,7 @@ for cell in nb["cells"]:
     print(f"=== cell {n}: {code.splitlines()[0][:80]}")
     t0 = time.time()
     p.stdin.write(json.dumps({"token": token, "commandType": "SubmitCode", "command": {"code": code, "targetKernelName": "csharp"}}) + "\n"); p.stdin.flush()
-    outputs = []
+    outputs = []; displayed = {}
     for m in events():
         et = m.get("eventType"); ev = m.get("event", {})
         cmd_token = (m.get("command") or {}).get("token", "")
@@ -57,8 +59,15 @@ for cell in nb["cells"]:
             fv = {f["mimeType"]: f["value"] for f in ev.get("formattedValues", [])}
             html = fv.get("text/html", ""); plain = fv.get("text/plain", "")
             imgs = re.findall(r'data:image/png;base64,', html)
-            print(f"  {et}: mime={list(fv)} html_len={len(html)} pngs={len(imgs)} html_head={html[:150]!r} plain={plain[:200]!r}")
-            outputs.append({"output_type": "execute_result" if et == "ReturnValueProduced" else "display_data", "data": fv, "metadata": {}, **({"execution_count": n} if et == "ReturnValueProduced" else {})})
+            if et != "DisplayedValueUpdated":
+                print(f"  {et}: mime={list(fv)} html_len={len(html)} pngs={len(imgs)} html_head={html[:150]!r} plain={plain[:200]!r}")
+            output = {"output_type": "execute_result" if et == "ReturnValueProduced" else "display_data", "data": fv, "metadata": {}, **({"execution_count": n} if et == "ReturnValueProduced" else {})}
+            value_id = ev.get("valueId")
+            if et == "DisplayedValueUpdated" and value_id in displayed:
+                outputs[displayed[value_id]] = output   # an update replaces its display (e.g. the package-restore progress)
+            else:
+                if value_id: displayed[value_id] = len(outputs)
+                outputs.append(output)
         elif et == "StandardOutputValueProduced":
             v = {f["mimeType"]: f["value"] for f in ev.get("formattedValues", [])}.get("text/plain", "")
             print("  stdout:", v.strip()[:300]); outputs.append({"output_type": "stream", "name": "stdout", "text": v})
@@ -69,5 +78,20 @@ for cell in nb["cells"]:
         elif et == "CommandSucceeded" and token in json.dumps(m.get("command", {})):
             print(f"  ok ({time.time()-t0:.0f} s)"); break
     cell["outputs"] = outputs
-json.dump(nb, open(out_path, "w"), indent=1)
+    cell["execution_count"] = n
+# The inline PNGs must hold pixels only: no EXIF (eXIf), XMP (iTXt) or text chunks of the source photo.
+import base64, struct
+chunk_types, pngs = set(), 0
+for cell in nb["cells"]:
+    for output in cell.get("outputs", []):
+        for value in output.get("data", {}).values():
+            for b64 in re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)', value if isinstance(value, str) else "".join(value)):
+                png, i = base64.b64decode(b64), 8
+                pngs += 1
+                while i + 8 <= len(png):
+                    length, = struct.unpack(">I", png[i:i + 4]); chunk_types.add(png[i + 4:i + 8].decode("latin1")); i += 12 + length
+print(f"{pngs} inline PNGs, chunk types {sorted(chunk_types)}")
+metadata = chunk_types - {"IHDR", "PLTE", "IDAT", "IEND"}
+open(out_path, "w").write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 p.stdin.close(); p.terminate()
+if metadata: sys.exit(f"metadata chunks in the inline PNGs: {sorted(metadata)}")

@@ -93,7 +93,7 @@ foreach (var modelName in options.Models)
                 }
                 // root-inference composites report per-unit solver times: one extra run to collect them (other rules
                 // record no per-unit time, so they skip it)
-                if (explainer.RuleAssignment.Any(a => a.Rule.StartsWith("RootInference", StringComparison.Ordinal)))
+                if (options.Breakdown && explainer.RuleAssignment.Any(a => a.Rule.StartsWith("RootInference", StringComparison.Ordinal)))
                 {
                     using var diagExplainer = new Explainer(model, method.CreateDefault(),
                         new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
@@ -254,7 +254,7 @@ static string RuntimeInformationText()
 }
 
 internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Methods, int Repeats, int Warmup, int Size, int Threads,
-    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false)
+    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false, bool Breakdown = true)
 {
     public static BenchOptions? Parse(string[] args)
     {
@@ -281,9 +281,11 @@ internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Me
                 case "--memory-size": o = o with { MemorySize = Ints(Next())[0] }; break;
                 case "--out": o = o with { OutFile = Next() }; break;
                 case "--unchecked": o = o with { AlsoUnchecked = true }; break;
+                case "--no-breakdown": o = o with { Breakdown = false }; break;
                 case "-h" or "--help":
                     Console.WriteLine("dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|name,...] " +
                         "[--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
+                    Console.WriteLine("--no-breakdown: skip the extra run with diagnostics that gives root-inference methods their per-unit times");
                     Console.WriteLine("--unchecked: also time every method with ExplainerOptions.VerifyForward = false (no check of the graph against the model's own forward)");
                     Console.WriteLine("methods: " + string.Join(", ", MethodCatalog.All.Select(x => x.Name)));
                     return null;

@@ -21,6 +21,9 @@ public sealed class MethodTraitsTests
     {
         MethodTraits.Of("root").Should().Be(new MethodTraits(MethodFamily.RootInference, ConservationExpectation.Conserves));
         MethodTraits.Of("root-upper-half:fraction=0.25").Family.Should().Be(MethodFamily.RootInference);
+        // chefer-root is a token map (Chefer's rollout of attention relevances), not a relevance sum
+        MethodTraits.Of("chefer-root:steps=5").Should().Be(new MethodTraits(MethodFamily.TokenMap, ConservationExpectation.NotExpected));
+        MethodTraits.Of(MethodCatalog.Parse("chefer-root")).Family.Should().Be(MethodFamily.TokenMap);
         MethodTraits.Of("root-published").Should().Be(new MethodTraits(MethodFamily.PublishedRootInference, ConservationExpectation.NotExpected));
         MethodTraits.Of("epsilon-plus-flat").Conservation.Should().Be(ConservationExpectation.Approximately);
         MethodTraits.Of("flat").Conservation.Should().Be(ConservationExpectation.Conserves);

@@ -102,19 +102,31 @@ internal sealed class ForwardCheck
                 ((nn.Module<Tensor, Tensor>)_model).call(x.clone());
                 outputs = _graph.Forward(x);
             }
+            // native attention modules take masks through call(src, mask), which bypasses forward hooks: one that is in the
+            // graph but never reported its output was probably given a mask the graph does not describe
+            var natives = _model.named_modules().Where(m => m.name.Length > 0 && m.module is TorchSharp.Modules.TransformerEncoderLayer
+                    or TorchSharp.Modules.TransformerEncoder or TorchSharp.Modules.MultiheadAttention)
+                .ToDictionary(m => m.name, m => m.module.GetType().Name);
+            var unreported = new List<string>();
+            string Masked() => unreported.Count == 0 ? string.Empty
+                : $" Before it, {string.Join(", ", unreported)} reported no output to forward hooks (called with a mask, or through a call that bypasses hooks): " +
+                  "the relevance graph describes unmasked self-attention only; an attention or key-padding mask (call(src, mask)) is not supported.";
             foreach (var node in _graph.Nodes)
             {
+                foreach (var kv in _graph.ModuleOutputs)
+                    if (kv.Value == node.Index && !captured.ContainsKey(kv.Key) && natives.TryGetValue(kv.Key, out var type)) unreported.Add($"'{kv.Key}' ({type})");
                 var name = _graph.ModuleOutputs.Where(kv => kv.Value == node.Index && captured.ContainsKey(kv.Key))
                     .Select(kv => kv.Key).OrderBy(n => captured[n].Order).LastOrDefault();
                 if (name is null) continue;
                 var actual = captured[name].Output;
                 var mine = outputs[node.Index];
                 if (!actual.shape.SequenceEqual(mine.shape))
-                    return $"First difference at module '{name}': the model's output has shape [{string.Join(", ", actual.shape)}], the graph's [{string.Join(", ", mine.shape)}].";
+                    return $"First difference at module '{name}': the model's output has shape [{string.Join(", ", actual.shape)}], the graph's [{string.Join(", ", mine.shape)}].{Masked()}";
                 var d = (actual - mine).abs().max().ToDouble();
                 var s = Math.Max(1.0, actual.abs().max().ToDouble());
-                if (d > 1e-3 * s) return $"First difference at module '{name}' (max |Δ| = {d:g3}).";
+                if (d > 1e-3 * s) return $"First difference at module '{name}' (max |Δ| = {d:g3}).{Masked()}";
             }
+            if (unreported.Count > 0) return "Every module output that was reported matches." + Masked();
             return "Every module output matches; the difference comes from an operation between modules (e.g. a functional activation or addition).";
         }
         finally

@@ -176,7 +176,16 @@ public sealed class BackwardPass : IDisposable
         // and a tensor made under inference_mode becomes an ordinary one.
         var x = input.detach().clone();
         Tensor[] outputs;
-        using (torch.no_grad()) outputs = Graph.Forward(x);
+        Tensor[]? attached = null;   // the same forward under autograd, when the token map needs the attention gradient
+        if (Composite.Procedure is null && Composite.TokenMap is { NeedsAttentionGradient: true })
+        {
+            using (torch.enable_grad()) attached = Graph.Forward(x.detach().requires_grad_(true));
+            outputs = attached.Select(o => o.detach()).ToArray();
+        }
+        else
+        {
+            using (torch.no_grad()) outputs = Graph.Forward(x);
+        }
         var logits = outputs[Graph.OutputIndex];
         if (logits.dim() != 2 || logits.shape[0] != x.shape[0])
             throw new ExplanationException($"The model must return logits [B, K]; the graph produced [{string.Join(", ", logits.shape)}].");
@@ -220,7 +229,7 @@ public sealed class BackwardPass : IDisposable
         if (tokenMap is not null)
         {
             var layout = Graph.TokenLayout!;
-            var context = new TokenMapContext(Graph, layout, outputs, attentionRelevance, () => AttentionGradient(x, onehot, attentionNodes), recorder);
+            var context = new TokenMapContext(Graph, layout, outputs, attentionRelevance, () => AttentionGradient(x, onehot, attentionNodes, attached), recorder);
             map = tokenMap.Compute(context);
             if (map.dim() != 2 || map.shape[0] != batch || map.shape[1] != (long)layout.GridHeight * layout.GridWidth)
                 throw new ExplanationException($"{tokenMap} returned a map of shape [{string.Join(", ", map.shape)}]; expected [{batch}, {layout.GridHeight * layout.GridWidth}].");
@@ -368,11 +377,11 @@ public sealed class BackwardPass : IDisposable
     }
 
     /// <summary>
-    /// ∂ target logit / ∂ output of every node in <paramref name="nodes"/>: one forward of the unmodified graph under
-    /// autograd and one backward (the plain gradient, as a gradient-composite walk would give, at the cost of one
-    /// forward + gradient).
+    /// ∂ target logit / ∂ output of every node in <paramref name="nodes"/>: one backward through the unmodified graph
+    /// (the plain gradient, as a gradient-composite walk would give), from <paramref name="attached"/> — the pass's own
+    /// forward, run under autograd when the token map asked for the gradient — or else from a forward of its own.
     /// </summary>
-    private IReadOnlyDictionary<int, Tensor> AttentionGradient(Tensor x, Tensor onehot, IReadOnlyCollection<int> nodes)
+    private IReadOnlyDictionary<int, Tensor> AttentionGradient(Tensor x, Tensor onehot, IReadOnlyCollection<int> nodes, Tensor[]? attached)
     {
         var wanted = nodes.ToArray();
         var result = new Dictionary<int, Tensor>();
@@ -380,8 +389,7 @@ public sealed class BackwardPass : IDisposable
         Tensor[] grads;
         using (torch.enable_grad())
         {
-            var xi = x.detach().requires_grad_(true);
-            var outputs = Graph.Forward(xi);
+            var outputs = attached ?? Graph.Forward(x.detach().requires_grad_(true));
             var score = (outputs[Graph.OutputIndex] * onehot).sum();
             // libtorch's autograd.grad terminates the process when a tensor is not part of the graph: check first
             var missing = wanted.Where(i => !outputs[i].requires_grad).Select(i => Graph.Nodes[i].Name).ToList();

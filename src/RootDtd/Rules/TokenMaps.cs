@@ -55,6 +55,12 @@ public abstract class TokenMapMethod
     /// <summary>Whether the composite's backward walk must run (Chefer: yes; rollout: no).</summary>
     public abstract bool NeedsBackwardWalk { get; }
 
+    /// <summary>
+    /// Whether <see cref="Compute"/> reads <see cref="TokenMapContext.AttentionGradient"/>: then the pass runs its one
+    /// forward of the graph under autograd and takes the gradient from it, instead of a second forward (default false).
+    /// </summary>
+    public virtual bool NeedsAttentionGradient => false;
+
     /// <summary>Computes the class-token row over the patch tokens, [B, N_patches].</summary>
     public abstract Tensor Compute(TokenMapContext context);
 
@@ -129,6 +135,9 @@ public sealed class CheferTokenMap : TokenMapMethod
 {
     /// <inheritdoc />
     public override bool NeedsBackwardWalk => true;
+
+    /// <inheritdoc />
+    public override bool NeedsAttentionGradient => true;
 
     /// <inheritdoc />
     public override Tensor Compute(TokenMapContext context)

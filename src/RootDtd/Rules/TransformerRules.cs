@@ -141,6 +141,38 @@ public sealed class CheferLinearRule : ModifiedGradientRule
     /// <inheritdoc />
     protected override IReadOnlyList<RuleGroup> Groups { get; }
 
+    /// <summary>
+    /// The same rule with three products instead of four: with W⁺ = (W + |W|)/2, W⁻ = (W − |W|)/2 and likewise for x,
+    /// <c>x⁺W⁺ + x⁻W⁻ = (xW + |x||W|)/2</c>, where xW is the recorded output less the bias, and
+    /// <c>x⁺ ⊙ W⁺ᵀs + x⁻ ⊙ W⁻ᵀs = (x ⊙ Wᵀs + |x| ⊙ |W|ᵀs)/2</c>. On a non-negative input (ReLU domain) the generic
+    /// engine's two products are cheaper and are used.
+    /// </summary>
+    public override Tensor[] Propagate(RuleContext context)
+    {
+        if (context.Domain == InputDomain.Relu) return base.Propagate(context);
+        var unit = context.Unit;
+        var x = context.Input;
+        var weightAbs = unit.GetParameter("w:abs", () => unit.Weight.abs());
+        var xw = unit.Bias is null ? context.Output : context.Output - BiasView(unit);
+        var xAbs = x.abs();
+        var z = unit.Forward(xAbs, weightAbs, null).add_(xw).mul_(0.5);
+        var ratio = Stabilizer.Divide(context.Relevance, z);
+        var result = unit.Transpose(ratio, unit.Weight, x.shape).mul_(x);
+        result.add_(unit.Transpose(ratio, weightAbs, x.shape).mul_(xAbs));
+        return new[] { result.mul_(0.5) };
+    }
+
+    /// <summary>The bias shaped to broadcast over the unit's output (last axis for dense units, the channel axis for convolutions).</summary>
+    private static Tensor BiasView(LinearUnit unit)
+    {
+        var bias = unit.Bias!;
+        if (!unit.IsConvolution) return bias;
+        var shape = new long[unit.SpatialAxes + 2];
+        Array.Fill(shape, 1L);
+        shape[1] = -1;
+        return bias.view(shape);
+    }
+
     /// <inheritdoc />
     public override string ToString() => "CheferAlpha1Beta0";
 }

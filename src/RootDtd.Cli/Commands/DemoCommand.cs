@@ -8,18 +8,22 @@ using RootDtd.Evaluation.Training;
 namespace RootDtd.Cli.Commands;
 
 /// <summary>
-/// <c>rootdtd demo [--out DIR]</c>: generates a few synthetic images, explains them with the committed trained ResNet using
-/// the root rule and the best baselines, and writes a heatmap gallery and the metric tables (Table 1: perturbation,
-/// coarse and fine schedules; Table 2: localisation); prints where the files are.
+/// <c>rootdtd demo [--out DIR]</c>: generates a few synthetic images, explains them with the committed trained ResNet
+/// (the root rule and the best baselines) and the committed ViT (chefer, chefer-root, attn-lrp, root), and writes per
+/// model a heatmap gallery and the metric tables (Table 1: perturbation, coarse and fine schedules; Table 2:
+/// localisation); prints where the files are.
 /// </summary>
 public sealed class DemoCommand : ICliCommand
 {
+    /// <summary>The models of the default demo: the ResNet and the ViT.</summary>
+    public const string DefaultModels = SyntheticModels.ResNetName + "," + SyntheticModels.VitName;
+
     /// <inheritdoc />
     public Command Build(CliEnvironment environment)
     {
         var output = new Option<string>("--out", "-o") { Description = "Output folder.", DefaultValueFactory = _ => "demo-output", HelpName = "dir" };
         var samples = new Option<int>("--samples", "-n") { Description = "Images to explain and score.", DefaultValueFactory = _ => 32, HelpName = "N" };
-        var model = new Option<string>("--model") { Description = "synthetic-resnet or synthetic-vgg.", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
+        var model = new Option<string>("--model") { Description = "synthetic-resnet, synthetic-vgg, synthetic-vit, a comma-separated list of them, or all (default: the ResNet and the ViT side by side).", DefaultValueFactory = _ => DefaultModels, HelpName = "name[,name…]|all" };
         var gallery = new Option<int>("--gallery") { Description = "Images shown in the heatmap gallery (at most --samples).", DefaultValueFactory = _ => 4, HelpName = "N" };
         var command = new Command("demo", "Explain a few generated images with the committed trained model (root rule and the best baselines); write a heatmap gallery and a metric table.")
         {
@@ -27,10 +31,15 @@ public sealed class DemoCommand : ICliCommand
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
-            SyntheticArchitecture architecture;
+            var architectures = new List<SyntheticArchitecture>();
             try
             {
-                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(model)!);
+                var text = parse.GetValue(model)!.Trim();
+                if (text.Equals("all", StringComparison.OrdinalIgnoreCase)) architectures.AddRange(SyntheticModels.Architectures);
+                else
+                    foreach (var name in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                        if (!architectures.Contains(SyntheticModels.ParseArchitecture(name))) architectures.Add(SyntheticModels.ParseArchitecture(name));
+                if (architectures.Count == 0) throw new ArgumentException("--model needs at least one model name.");
             }
             catch (ArgumentException e)
             {
@@ -41,41 +50,49 @@ public sealed class DemoCommand : ICliCommand
             if (parse.GetValue(gallery) < 0) throw new UsageException("--gallery must be 0 or more.");
             var clock = Stopwatch.StartNew();
             var dir = parse.GetValue(output)!;
-            var settings = new SyntheticBenchmarkSettings
-            {
-                Architecture = architecture,
-                Samples = parse.GetValue(samples),
-                DataSeed = 7,
-                OutputDirectory = dir,
-                Prefix = "demo",
-                Options = new BenchmarkOptions
-                {
-                    Methods = BenchmarkMethods.Demo,
-                    Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Perturbation,
-                    Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse, PerturbationSchedule.Fine } },
-                    BatchSize = 32,
-                    GallerySamples = parse.GetValue(gallery),
-                },
-            };
-            environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", BenchmarkMethods.Demo.Select(m => m.Label))}) …");
-            var progress = new BenchmarkConsoleProgress(environment);
-            var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
-            var result = run.Result;
-            var files = run.Files!;
-            progress.Finish();
             var o = environment.Out;
-            o.WriteLine();
-            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: clean accuracy {result.CleanAccuracy:P1} on {result.Samples} images"));
-            o.WriteLine();
-            o.Write(BenchmarkReport.PerturbationTable(result).ToMarkdown(1));
-            o.WriteLine();
-            o.Write(BenchmarkReport.LocalizationTable(result).ToMarkdown(3));
-            o.WriteLine();
-            o.WriteLine(BenchmarkReport.GalleryCaption(result));
-            foreach (var s in result.Skipped) o.WriteLine($"(skipped {s.Label}: {s.Reason})");
-            o.WriteLine();
-            o.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
-            foreach (var image in files.Images) o.WriteLine($"figure:  {Path.GetFullPath(image)}");
+            foreach (var architecture in architectures)
+            {
+                var modelClock = Stopwatch.StartNew();
+                var transformer = architecture == SyntheticArchitecture.Vit;
+                var methods = transformer ? BenchmarkMethods.VitDemo : BenchmarkMethods.Demo;
+                var settings = new SyntheticBenchmarkSettings
+                {
+                    Architecture = architecture,
+                    Samples = parse.GetValue(samples),
+                    DataSeed = 7,
+                    OutputDirectory = dir,
+                    Prefix = architectures.Count == 1 ? "demo" : "demo-" + SyntheticModels.NameOf(architecture),
+                    Options = new BenchmarkOptions
+                    {
+                        Methods = methods,
+                        Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Perturbation,
+                        Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse, PerturbationSchedule.Fine } },
+                        BatchSize = 32,
+                        GallerySamples = parse.GetValue(gallery),
+                    },
+                };
+                environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", methods.Select(m => m.Label))}) …");
+                var progress = new BenchmarkConsoleProgress(environment);
+                var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
+                var result = run.Result;
+                var files = run.Files!;
+                progress.Finish();
+                o.WriteLine();
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: clean accuracy {result.CleanAccuracy:P1} on {result.Samples} images"));
+                o.WriteLine();
+                o.Write(BenchmarkReport.PerturbationTable(result).ToMarkdown(1));
+                o.WriteLine();
+                o.Write(BenchmarkReport.LocalizationTable(result).ToMarkdown(3));
+                o.WriteLine();
+                o.WriteLine(BenchmarkReport.GalleryCaption(result));
+                foreach (var s in result.Skipped) o.WriteLine($"(skipped {s.Label}: {s.Reason})");
+                o.WriteLine();
+                o.WriteLine($"report:  {Path.GetFullPath(files.Markdown)}");
+                foreach (var image in files.Images) o.WriteLine($"figure:  {Path.GetFullPath(image)}");
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName} done in {modelClock.Elapsed.TotalSeconds:F0} s"));
+            }
+
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"done in {clock.Elapsed.TotalSeconds:F0} s"));
             return ExitCodes.Ok;
         }));

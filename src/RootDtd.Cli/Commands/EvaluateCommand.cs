@@ -21,9 +21,9 @@ public sealed class EvaluateCommand : ICliCommand
     /// <inheritdoc />
     public Command Build(CliEnvironment environment)
     {
-        var model = new Option<string>("--model") { Description = "synthetic-resnet or synthetic-vgg (committed weights in models/), or with --weights the architecture (resnet|vgg).", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
+        var model = new Option<string>("--model") { Description = "synthetic-resnet, synthetic-vgg or synthetic-vit (committed weights in models/), or with --weights the architecture (resnet|vgg|vit).", DefaultValueFactory = _ => SyntheticModels.ResNetName, HelpName = "name" };
         var weights = new Option<string?>("--weights", "-w") { Description = "A .safetensors file of the --model architecture instead of the committed weights.", HelpName = "file" };
-        var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo'.", DefaultValueFactory = _ => "full", HelpName = "list" };
+        var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo' (on synthetic-vit: the ViT methods).", DefaultValueFactory = _ => "full", HelpName = "list" };
         var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks, sanity or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
         var samples = new Option<int>("--samples", "-n") { Description = "Test images (with --data: the first N of the folder, round-robin over the classes; default all).", DefaultValueFactory = _ => 500, HelpName = "N" };
         var seed = new Option<int>("--seed") { Description = "Generator seed of the test split.", DefaultValueFactory = _ => 4242, HelpName = "S" };
@@ -58,8 +58,10 @@ public sealed class EvaluateCommand : ICliCommand
             if (dataDir is null && (parse.GetValue(masks) is not null || parse.GetValue(arch) is not null || parse.GetValue(labelsFile) is not null))
                 throw new UsageException("--masks, --arch and --labels need --data FOLDER.");
             // one builder and one validation of the benchmark options, for the synthetic and the folder benchmark
+            // on the synthetic ViT, 'full', 'demo' and --ablations mean the transformer methods and ablations
+            var transformer = dataDir is null && IsSyntheticVit(parse.GetValue(model));
             var options = BuildOptions(parse.GetValue(methods)!, parse.GetValue(protocols)!, parse.GetValue(batch), parse.GetValue(pgdSamples), parse.GetValue(sanitySamples),
-                parse.GetValue(sanityGroups), parse.GetValue(ablations), parse.GetValue(ablationSamples), parse.GetValue(gallery));
+                parse.GetValue(sanityGroups), parse.GetValue(ablations), parse.GetValue(ablationSamples), parse.GetValue(gallery), transformer);
             var explicitSamples = parse.GetResult(samples) is { Implicit: false } ? parse.GetValue(samples) : (int?)null;
             if (explicitSamples is < 1) throw new UsageException($"--samples must be at least 1, was {explicitSamples}.");
             var shardValue = ParseShard(parse.GetValue(shard));
@@ -112,7 +114,8 @@ public sealed class EvaluateCommand : ICliCommand
     }
 
     /// <summary>The benchmark options of the command line, validated once for both benchmarks (a usage error names the option).</summary>
-    internal static BenchmarkOptions BuildOptions(string methods, string protocols, int batch, int pgdSamples, int sanitySamples, int sanityGroups, bool ablations, int? ablationSamples, int gallery)
+    internal static BenchmarkOptions BuildOptions(string methods, string protocols, int batch, int pgdSamples, int sanitySamples, int sanityGroups, bool ablations, int? ablationSamples, int gallery,
+        bool transformer = false)
     {
         if (batch < 1) throw new UsageException($"--batch must be at least 1, was {batch}.");
         if (pgdSamples < 1) throw new UsageException($"--pgd-samples must be at least 1, was {pgdSamples}.");
@@ -124,8 +127,8 @@ public sealed class EvaluateCommand : ICliCommand
         {
             return new BenchmarkOptions
             {
-                Methods = BenchmarkMethods.ParseList(methods),
-                Ablations = ablations ? BenchmarkMethods.Ablations : Array.Empty<RootAblation>(),
+                Methods = BenchmarkMethods.ParseList(methods, transformer),
+                Ablations = ablations ? BenchmarkMethods.AblationsFor(transformer) : Array.Empty<RootAblation>(),
                 Protocols = SyntheticBenchmark.ParseProtocols(protocols),
                 BatchSize = batch,
                 PgdSamples = pgdSamples,
@@ -141,7 +144,20 @@ public sealed class EvaluateCommand : ICliCommand
         }
     }
 
-    /// <summary>Parses <c>--shard i/n</c> ((0, 1) when it is not given).</summary>
+    /// <summary>Whether <paramref name="model"/> names the synthetic ViT (false for anything unknown: the synthetic path reports it).</summary>
+    private static bool IsSyntheticVit(string? model)
+    {
+        try
+        {
+            return model is not null && SyntheticModels.ParseArchitecture(model) == SyntheticArchitecture.Vit;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+        /// <summary>Parses <c>--shard i/n</c> ((0, 1) when it is not given).</summary>
     private static (int Index, int Count) ParseShard(string? text)
     {
         if (text is null) return (0, 1);

@@ -9,7 +9,7 @@ using TorchSharp;
 namespace RootDtd.Cli.Commands;
 
 /// <summary>
-/// <c>rootdtd train --arch resnet|vgg --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E]</c>:
+/// <c>rootdtd train --model resnet|vgg|vit --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E]</c>:
 /// trains a synthetic-benchmark classifier on the CPU and writes the weights plus a JSON sidecar.
 /// <c>rootdtd train --backbone resnet18-imagenet-cntk --data FOLDER --out W.safetensors</c> trains a linear head on the
 /// frozen backbone (held-out split, accuracy); <c>--head prototypes:FOLDER</c> builds a prototype head instead. Both
@@ -20,7 +20,7 @@ public sealed class TrainCommand : ICliCommand
     /// <inheritdoc />
     public Command Build(CliEnvironment environment)
     {
-        var arch = new Option<string?>("--arch", "-a") { Description = "resnet or vgg (the synthetic benchmark's nets).", HelpName = "resnet|vgg" };
+        var arch = new Option<string?>("--arch", "-a", "--model") { Description = "resnet, vgg or vit (the synthetic benchmark's nets; synthetic-resnet, synthetic-vgg, synthetic-vit also work).", HelpName = "resnet|vgg|vit" };
         var backbone = new Option<string?>("--backbone") { Description = $"A ResNet zoo model whose backbone is kept frozen, e.g. {CntkResNet18.ModelName}; with --data or --head.", HelpName = "name" };
         var data = new Option<string?>("--data") { Description = "Image folder for a linear head: one subfolder per class.", HelpName = "dir" };
         var head = new Option<string?>("--head") { Description = "linear (default, needs --data) or prototypes:FOLDER (class subfolders, or images each a class of its own).", HelpName = "linear|prototypes:dir" };
@@ -33,10 +33,11 @@ public sealed class TrainCommand : ICliCommand
         var dataSeed = new Option<int>("--data-seed") { Description = "Generator seed of the training stream (validation +1, test +2).", DefaultValueFactory = _ => 1000, HelpName = "S" };
         var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 30, HelpName = "E" };
         var target = new Option<double>("--target") { Description = "Stop when the validation accuracy reaches this value.", DefaultValueFactory = _ => 0.95, HelpName = "accuracy" };
+        var timeLimit = new Option<double?>("--time-limit") { Description = "Start no new epoch after this many seconds of training (the sidecar records the stop).", HelpName = "seconds" };
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
-        var command = new Command("train", "Train a small ResNet or VGG on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
+        var command = new Command("train", "Train a small ResNet, VGG or ViT on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
         {
-            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, threads,
+            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, threads,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -51,22 +52,22 @@ public sealed class TrainCommand : ICliCommand
             SyntheticArchitecture architecture;
             try
             {
-                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(arch) ?? throw new UsageException("Give --arch resnet|vgg (a synthetic net) or --backbone NAME --data FOLDER (a head on a frozen backbone)."));
+                architecture = SyntheticModels.ParseArchitecture(parse.GetValue(arch) ?? throw new UsageException("Give --model resnet|vgg|vit (a synthetic net) or --backbone NAME --data FOLDER (a head on a frozen backbone)."));
             }
             catch (ArgumentException e)
             {
                 throw new UsageException(e.Message);
             }
 
-            var options = new TrainingOptions
+            var options = TrainingOptions.For(architecture) with
             {
-                Architecture = architecture,
                 TrainImages = parse.GetValue(images),
                 ImageSize = parse.GetValue(size),
                 Seed = parse.GetValue(seed),
                 DataSeed = parse.GetValue(dataSeed),
                 MaxEpochs = parse.GetValue(epochs),
                 TargetAccuracy = parse.GetValue(target),
+                TimeLimitSeconds = parse.GetValue(timeLimit),
             };
             TrainingReport report;
             try

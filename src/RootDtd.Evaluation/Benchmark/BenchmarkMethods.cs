@@ -34,10 +34,32 @@ public sealed record BenchmarkMethod(string Label, string Spec)
 /// <param name="Reason">Why it was skipped.</param>
 public sealed record SkippedMethod(string Label, string Spec, string Reason);
 
-/// <summary>An ablation of the root rule: a change of the typed options of the catalog's <c>root</c> method.</summary>
+/// <summary>
+/// An ablation of the root rule: a change of the typed options of a catalog method over <see cref="RootInferenceOptions"/>
+/// (<see cref="Method"/>, default <c>root</c>), or — when <see cref="Spec"/> is set — a catalog spec read by
+/// <see cref="MethodSpec.Parse"/> (for parameters that only some catalogs have; an unknown one skips the row with the reason).
+/// </summary>
 /// <param name="Label">Row label.</param>
-/// <param name="Change">Turns the default options (<see cref="RootInferenceOptions.Default"/>) into the ablation's.</param>
-public sealed record RootAblation(string Label, Func<RootInferenceOptions, RootInferenceOptions> Change);
+/// <param name="Change">Turns the method's default options into the ablation's (ignored when <see cref="Spec"/> is set).</param>
+public sealed record RootAblation(string Label, Func<RootInferenceOptions, RootInferenceOptions> Change)
+{
+    /// <summary>The catalog method whose options <see cref="Change"/> changes. Default <c>root</c>.</summary>
+    public string Method { get; init; } = BenchmarkMethods.RootMethod;
+
+    /// <summary>A catalog spec (<c>root:gelu=taylor2</c>) used instead of <see cref="Change"/>, or <see langword="null"/>.</summary>
+    public string? Spec { get; init; }
+
+    /// <summary>An ablation given as a catalog spec.</summary>
+    /// <param name="label">Row label.</param>
+    /// <param name="spec">Catalog spec, e.g. <c>chefer-root:steps=5</c>.</param>
+    /// <returns>The ablation.</returns>
+    public static RootAblation OfSpec(string label, string spec)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(spec);
+        var name = spec.Split(':', 2)[0].Trim();
+        return new RootAblation(label, o => o) { Method = name, Spec = spec };
+    }
+}
 
 /// <summary>The method lists of the benchmark, the demo and the ablation study, and their resolution against the catalog.</summary>
 public static class BenchmarkMethods
@@ -52,6 +74,49 @@ public static class BenchmarkMethods
         "lrp0", "epsilon", "gamma", "zplus", "wsquare", "zbox", "epsilon-plus-flat", "epsilon-gamma-box", "combination", "gradient-x-input",
         "gradcam", "gradcam-plus-plus", "smoothgrad", "integrated-gradients", "occlusion", "agf", "agf-root",
     }.Select(BenchmarkMethod.Of).ToArray();
+
+    /// <summary>Name of the root-inference variant of Chefer's transformer attribution (D9 of docs/transformers.md).</summary>
+    public const string CheferRootMethod = "chefer-root";
+
+    /// <summary>
+    /// The full run on a ViT: the token maps (rollout, raw attention, Chefer, chefer-root), the transformer LRP rules
+    /// (cp-lrp, attn-lrp), root inference in the transformer (<c>root</c>, D8) and Gradient×Input.
+    /// </summary>
+    public static IReadOnlyList<BenchmarkMethod> Vit { get; } = new[]
+    {
+        "rollout", "raw-attention", "chefer", CheferRootMethod, "cp-lrp", "attn-lrp", "root", "gradient-x-input",
+    }.Select(BenchmarkMethod.Of).ToArray();
+
+    /// <summary>The demo on a ViT: Chefer, chefer-root, AttnLRP and root inference.</summary>
+    public static IReadOnlyList<BenchmarkMethod> VitDemo { get; } = new[]
+    {
+        "chefer", CheferRootMethod, "attn-lrp", "root",
+    }.Select(BenchmarkMethod.Of).ToArray();
+
+    /// <summary>The ablations on a ViT: <c>root</c> steps 0/5/20, positive constraint off, GELU by second-order Taylor (D10); <c>chefer-root</c> steps 0/5/20.</summary>
+    public static IReadOnlyList<RootAblation> VitAblations { get; } = new[]
+    {
+        RootAblation.OfSpec("root (default)", "root"),
+        RootAblation.OfSpec("root steps = 0", "root:steps=0"),
+        RootAblation.OfSpec("root steps = 5", "root:steps=5"),
+        RootAblation.OfSpec("root steps = 20", "root:steps=20"),
+        RootAblation.OfSpec("root positive constraint off", "root:positive=0"),
+        RootAblation.OfSpec("root gelu = taylor2", "root:gelu=taylor2"),
+        RootAblation.OfSpec("chefer-root (default)", CheferRootMethod),
+        RootAblation.OfSpec("chefer-root steps = 0", CheferRootMethod + ":steps=0"),
+        RootAblation.OfSpec("chefer-root steps = 5", CheferRootMethod + ":steps=5"),
+        RootAblation.OfSpec("chefer-root steps = 20", CheferRootMethod + ":steps=20"),
+    };
+
+    /// <summary>The method list that <c>full</c> means for a model: <see cref="Vit"/> for a transformer, else <see cref="Full"/>.</summary>
+    /// <param name="transformer">Whether the model is a Vision Transformer.</param>
+    /// <returns>The list.</returns>
+    public static IReadOnlyList<BenchmarkMethod> FullFor(bool transformer) => transformer ? Vit : Full;
+
+    /// <summary>The ablations for a model: <see cref="VitAblations"/> for a transformer, else <see cref="Ablations"/>.</summary>
+    /// <param name="transformer">Whether the model is a Vision Transformer.</param>
+    /// <returns>The ablations.</returns>
+    public static IReadOnlyList<RootAblation> AblationsFor(bool transformer) => transformer ? VitAblations : Ablations;
 
     /// <summary>The demo: the root rule and the strongest classic baselines.</summary>
     public static IReadOnlyList<BenchmarkMethod> Demo { get; } = new[]
@@ -76,13 +141,14 @@ public static class BenchmarkMethods
 
     /// <summary>Parses a comma-separated list of catalog specs (a spec's own parameters are separated by <c>;</c> or kept in one token: <c>epsilon:epsilon=0.1</c>).</summary>
     /// <param name="text">e.g. <c>root,epsilon:epsilon=0.1,gradient-x-input</c>; <c>full</c> or <c>demo</c> for the predefined lists.</param>
+    /// <param name="transformer">Whether the model is a Vision Transformer (<c>full</c> and <c>demo</c> then mean <see cref="Vit"/> and <see cref="VitDemo"/>).</param>
     /// <returns>The methods.</returns>
-    public static IReadOnlyList<BenchmarkMethod> ParseList(string text)
+    public static IReadOnlyList<BenchmarkMethod> ParseList(string text, bool transformer = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(text);
         var t = text.Trim();
-        if (t.Equals("full", StringComparison.OrdinalIgnoreCase) || t.Equals("all", StringComparison.OrdinalIgnoreCase)) return Full;
-        if (t.Equals("demo", StringComparison.OrdinalIgnoreCase)) return Demo;
+        if (t.Equals("full", StringComparison.OrdinalIgnoreCase) || t.Equals("all", StringComparison.OrdinalIgnoreCase)) return FullFor(transformer);
+        if (t.Equals("demo", StringComparison.OrdinalIgnoreCase)) return transformer ? VitDemo : Demo;
         // Split on commas that start a new method: a token without '=' or containing ':' starts a method.
         var methods = new List<string>();
         foreach (var token in t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -132,12 +198,24 @@ public static class BenchmarkMethods
         ablations ??= Ablations;
         var ok = new List<BenchmarkMethod>();
         var bad = new List<SkippedMethod>();
-        var root = MethodCatalog.TryGet(RootMethod) as ExplanationMethod<RootInferenceOptions>;
         foreach (var a in ablations)
         {
-            if (root is null)
+            if (a.Spec is { } spec)
             {
-                bad.Add(new SkippedMethod(a.Label, RootMethod, $"the catalog has no '{RootMethod}' method with root-inference options"));
+                try
+                {
+                    ok.Add(BenchmarkMethod.Of(a.Label, MethodSpec.Parse(spec)));
+                }
+                catch (ArgumentException e)
+                {
+                    bad.Add(new SkippedMethod(a.Label, spec, e.Message));
+                }
+                continue;
+            }
+
+            if (MethodCatalog.TryGet(a.Method) is not ExplanationMethod<RootInferenceOptions> root)
+            {
+                bad.Add(new SkippedMethod(a.Label, a.Method, $"the catalog has no '{a.Method}' method with root-inference options"));
                 continue;
             }
 
@@ -147,7 +225,7 @@ public static class BenchmarkMethods
             }
             catch (ArgumentException e)
             {
-                bad.Add(new SkippedMethod(a.Label, RootMethod, e.Message));
+                bad.Add(new SkippedMethod(a.Label, a.Method, e.Message));
             }
         }
 

@@ -87,7 +87,7 @@ public static class BenchmarkReport
     public static ResultTable AblationTable(BenchmarkResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var t = new ResultTable(string.Create(CultureInfo.InvariantCulture, $"Ablations of the root rule on the first {result.AblationSampleCount} samples (one parameter changed from the default `root`; compare with the `root (default)` row, not with the tables above when the sample counts differ)"), AblationColumns);
+        var t = new ResultTable(string.Create(CultureInfo.InvariantCulture, $"Ablations of the root rule on the first {result.AblationSampleCount} samples (one parameter changed from the default `root`{(result.Ablations.Any(a => a.Method.Spec.StartsWith(BenchmarkMethods.CheferRootMethod, StringComparison.Ordinal)) ? " or `chefer-root`" : "")}; compare with the method's `(default)` row, not with the tables above when the sample counts differ)"), AblationColumns);
         foreach (var r in result.Ablations)
         {
             var v = new Dictionary<string, double>
@@ -107,7 +107,7 @@ public static class BenchmarkReport
             }
 
             if (r.RootScores is { } s) v[AblationColumns[8]] = s.LogitRoot.Average();
-            t.AddRow(RowLabel(r) + (r.Method.Spec == BenchmarkMethods.RootMethod ? "" : $" (`{r.Method.Spec}`)"), v);
+            t.AddRow(RowLabel(r) + (r.Method.Spec is BenchmarkMethods.RootMethod or BenchmarkMethods.CheferRootMethod ? "" : $" (`{r.Method.Spec}`)"), v);
         }
 
         return t;
@@ -309,7 +309,7 @@ public static class BenchmarkReport
 
             var lr = LinearRegionTable(result);
             if (lr.Rows.Count > 0) sb.Append(lr.ToMarkdown(4)).Append('\n');
-            else sb.Append("*Linear-region table: no method recorded roots.*\n\n");
+            else sb.Append("*Linear-region table: no rows — no method recorded roots of units followed by ReLU (on a transformer the check does not apply: its units feed GELU, softmax and residual sums).*\n\n");
         }
 
         if (o.Protocols.HasFlag(BenchmarkProtocols.Sanity))

@@ -385,6 +385,8 @@ public sealed class BenchmarkRunner
             for (var i = 0; i < scores.LogitInput.Count; i++)
                 state.RootScores.Add(new[] { scores.LogitInput[i], scores.LogitSignal[i], scores.LogitRoot[i], scores.ProbabilityInput[i], scores.ProbabilitySignal[i], scores.ProbabilityRoot[i] });
         }
+        // the linear-region check is ReLU's: a transformer's units feed GELU, softmax and residual sums, so it does not apply
+        if (explainer.Graph.TokenLayout is not null) return;
         foreach (var unit in explainer.Graph.Units)
         {
             if (!e.Tensors.TryGetValue(unit.Name + "/root", out var n) || !e.Tensors.TryGetValue(unit.Name + "/signal", out var s)) continue;

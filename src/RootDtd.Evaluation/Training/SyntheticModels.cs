@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using RootDtd.Evaluation.Synthetic;
 using RootDtd.Models;
@@ -15,6 +16,12 @@ public enum SyntheticArchitecture
 
     /// <summary>A small VGG-style network with BatchNorm (convs 16-M-32-M-64-M-64-M, global average pool, hidden 64).</summary>
     Vgg,
+
+    /// <summary>
+    /// A small Vision Transformer in timm's layout (<see cref="VisionTransformer"/>): patch 8 on the 64² images (8×8
+    /// patches + class token = 65 tokens), width 64, 4 blocks, 4 heads (head width 16), MLP ratio 2 (hidden 128), LayerNorm, exact GELU.
+    /// </summary>
+    Vit,
 }
 
 /// <summary>
@@ -28,6 +35,27 @@ public static class SyntheticModels
 
     /// <summary>Name of the committed VGG weights (without extension).</summary>
     public const string VggName = "synthetic-vgg";
+
+    /// <summary>Name of the committed ViT weights (without extension).</summary>
+    public const string VitName = "synthetic-vit";
+
+    /// <summary>Every committed synthetic model, in report order.</summary>
+    public static IReadOnlyList<SyntheticArchitecture> Architectures { get; } = new[] { SyntheticArchitecture.ResNet, SyntheticArchitecture.Vgg, SyntheticArchitecture.Vit };
+
+    /// <summary>The shape of the synthetic ViT (<see cref="SyntheticArchitecture.Vit"/>) for <paramref name="numClasses"/> classes.</summary>
+    /// <param name="numClasses">Number of classes.</param>
+    /// <param name="imageSize">Image side (a multiple of the patch size 8).</param>
+    /// <returns>The options.</returns>
+    public static VisionTransformerOptions VitOptions(int numClasses = ClassCount, int imageSize = ImageSize) => new()
+    {
+        ImageSize = imageSize,
+        PatchSize = 8,
+        EmbedDim = 64,
+        Depth = 4,
+        NumHeads = 4,
+        MlpRatio = 2,
+        NumClasses = numClasses,
+    };
 
     /// <summary>Environment variable that overrides the search for the <c>models/</c> folder.</summary>
     public const string ModelsDirectoryVariable = "ROOTDTD_MODELS_DIR";
@@ -69,8 +97,10 @@ public static class SyntheticModels
     /// <param name="architecture">Architecture.</param>
     /// <param name="numClasses">Number of classes.</param>
     /// <returns>The network (train mode).</returns>
-    public static nn.Module<Tensor, Tensor> Create(SyntheticArchitecture architecture, int numClasses = ClassCount) => architecture switch
+    /// <param name="imageSize">Image side; only the ViT depends on it (its position embedding).</param>
+    public static nn.Module<Tensor, Tensor> Create(SyntheticArchitecture architecture, int numClasses = ClassCount, int imageSize = ImageSize) => architecture switch
     {
+        SyntheticArchitecture.Vit => new VisionTransformer(VitOptions(numClasses, imageSize)),
         SyntheticArchitecture.ResNet => new ResNet(new[] { 1, 1, 1, 1 }, new[] { 16, 32, 64, 64 }, false, numClasses),
         SyntheticArchitecture.Vgg => new Vgg(new[] { 16, 0, 32, 0, 64, 0, 64, 0 }, batchNorm: true, hidden: new[] { 64 }, numClasses, pooledSize: 1, dropout: 0),
         _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "Unknown architecture."),
@@ -83,10 +113,14 @@ public static class SyntheticModels
     public static string ConstructorText(SyntheticArchitecture architecture, int numClasses = ClassCount) => architecture switch
     {
         SyntheticArchitecture.ResNet => $"new ResNet(new[] {{ 1, 1, 1, 1 }}, new[] {{ 16, 32, 64, 64 }}, bottleneck: false, numClasses: {numClasses})",
+        SyntheticArchitecture.Vit => VitConstructorText(VitOptions(numClasses)),
         _ => $"new Vgg(new[] {{ 16, 0, 32, 0, 64, 0, 64, 0 }}, batchNorm: true, hidden: new[] {{ 64 }}, numClasses: {numClasses}, pooledSize: 1, dropout: 0)",
     };
 
-    /// <summary>Parses <c>resnet</c> / <c>vgg</c> (or a model name such as <c>synthetic-resnet</c>).</summary>
+    private static string VitConstructorText(VisionTransformerOptions o) => string.Create(CultureInfo.InvariantCulture,
+        $"new VisionTransformer(new VisionTransformerOptions {{ ImageSize = {o.ImageSize}, PatchSize = {o.PatchSize}, EmbedDim = {o.EmbedDim}, Depth = {o.Depth}, NumHeads = {o.NumHeads}, MlpRatio = {o.MlpRatio}, NumClasses = {o.NumClasses} }})");
+
+    /// <summary>Parses <c>resnet</c> / <c>vgg</c> / <c>vit</c> (or a model name such as <c>synthetic-resnet</c>).</summary>
     /// <param name="text">Text.</param>
     /// <returns>The architecture.</returns>
     public static SyntheticArchitecture ParseArchitecture(string text)
@@ -95,13 +129,20 @@ public static class SyntheticModels
         var t = text.Trim().ToLowerInvariant();
         if (t is "resnet" or ResNetName) return SyntheticArchitecture.ResNet;
         if (t is "vgg" or VggName) return SyntheticArchitecture.Vgg;
-        throw new ArgumentException($"Unknown architecture '{text}': use resnet or vgg.", nameof(text));
+        if (t is "vit" or VitName) return SyntheticArchitecture.Vit;
+        throw new ArgumentException($"Unknown architecture '{text}': use resnet, vgg or vit (or {ResNetName}, {VggName}, {VitName}).", nameof(text));
     }
 
     /// <summary>The committed model name of an architecture.</summary>
     /// <param name="architecture">Architecture.</param>
-    /// <returns><see cref="ResNetName"/> or <see cref="VggName"/>.</returns>
-    public static string NameOf(SyntheticArchitecture architecture) => architecture == SyntheticArchitecture.ResNet ? ResNetName : VggName;
+    /// <returns><see cref="ResNetName"/>, <see cref="VggName"/> or <see cref="VitName"/>.</returns>
+    public static string NameOf(SyntheticArchitecture architecture) => architecture switch
+    {
+        SyntheticArchitecture.ResNet => ResNetName,
+        SyntheticArchitecture.Vgg => VggName,
+        SyntheticArchitecture.Vit => VitName,
+        _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "Unknown architecture."),
+    };
 
     /// <summary>
     /// Finds the repository's <c>models/</c> folder: <see cref="ModelsDirectoryVariable"/> if set, else the first

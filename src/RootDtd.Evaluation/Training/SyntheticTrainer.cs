@@ -53,6 +53,58 @@ public sealed record TrainingOptions
     /// <summary>Random horizontal flips during training. Default on.</summary>
     public bool Augment { get; init; } = true;
 
+    /// <summary>
+    /// Random translation during training: each image is shifted by up to this many pixels in x and y (edge pixels
+    /// repeated). Default 0 (off).
+    /// </summary>
+    public int ShiftPixels { get; init; }
+
+    /// <summary>Linear learning-rate warm-up over this many epochs (per step), then the cosine schedule over the rest. Default 0.</summary>
+    public int WarmupEpochs { get; init; }
+
+    /// <summary>Decoupled weight decay (AdamW) instead of Adam's L2 penalty. Default off.</summary>
+    public bool DecoupledWeightDecay { get; init; }
+
+    /// <summary>
+    /// Wall-clock budget in seconds: no new epoch starts once the training has run this long (the schedule is not
+    /// shortened; the sidecar records the stop). Default <see langword="null"/> (no limit).
+    /// </summary>
+    public double? TimeLimitSeconds { get; init; }
+
+    /// <summary>Clip the gradient's global L2 norm to this value (0 = off). Default 0.</summary>
+    public double GradientClip { get; init; }
+
+    /// <summary>
+    /// The training recipe of the committed model of <paramref name="architecture"/>: the CNNs use the defaults above;
+    /// the ViT uses AdamW (lr 2e-3, weight decay 0.05), batch 32, 2 warm-up epochs, shifts of ±4 pixels, gradient clipping at 1.
+    /// </summary>
+    /// <param name="architecture">Architecture.</param>
+    /// <returns>The options.</returns>
+    public static TrainingOptions For(SyntheticArchitecture architecture) => architecture == SyntheticArchitecture.Vit
+        ? new TrainingOptions
+        {
+            Architecture = architecture,
+            LearningRate = 2e-3,
+            WeightDecay = 0.05,
+            DecoupledWeightDecay = true,
+            WarmupEpochs = 2,
+            BatchSize = 32,
+            ShiftPixels = 4,
+            GradientClip = 1,
+        }
+        : new TrainingOptions { Architecture = architecture };
+
+    /// <summary>Learning rate of epoch <paramref name="epoch"/> (0-based) at fraction <paramref name="progress"/> ∈ (0,1] of its steps.</summary>
+    /// <param name="epoch">0-based epoch.</param>
+    /// <param name="progress">Fraction of the epoch's steps done, this one included.</param>
+    /// <returns>The learning rate: linear warm-up, then cosine annealing per epoch (as <c>CosineAnnealingLR</c>).</returns>
+    public double LearningRateAt(int epoch, double progress)
+    {
+        if (epoch < WarmupEpochs) return LearningRate * Math.Min(1, (epoch + progress) / WarmupEpochs);
+        var span = Math.Max(1, MaxEpochs - WarmupEpochs);
+        return LearningRate * (1 + Math.Cos(Math.PI * (epoch - WarmupEpochs) / span)) / 2;
+    }
+
     internal void Validate()
     {
         if (TrainImages < 1 || ValidationImages < 1 || TestImages < 1) throw new ArgumentOutOfRangeException(nameof(TrainImages), "Every split needs at least one image.");
@@ -61,6 +113,10 @@ public sealed record TrainingOptions
         if (BatchSize < 2) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchNorm needs batches of at least 2.");
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be > 0.");
         if (!(WeightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be ≥ 0.");
+        if (ShiftPixels < 0 || ShiftPixels >= ImageSize / 2) throw new ArgumentOutOfRangeException(nameof(ShiftPixels), ShiftPixels, "Must be ≥ 0 and below half the image side.");
+        if (WarmupEpochs < 0 || WarmupEpochs >= MaxEpochs) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "Must be ≥ 0 and below the number of epochs.");
+        if (TimeLimitSeconds is { } limit && !(limit > 0)) throw new ArgumentOutOfRangeException(nameof(TimeLimitSeconds), limit, "Must be > 0 seconds.");
+        if (!(GradientClip >= 0)) throw new ArgumentOutOfRangeException(nameof(GradientClip), GradientClip, "Must be ≥ 0.");
     }
 }
 
@@ -137,6 +193,9 @@ public sealed record TrainingReport
     /// <summary>Per-epoch history.</summary>
     public required IReadOnlyList<EpochReport> History { get; init; }
 
+    /// <summary>Why the training stopped: the validation target, the epoch count or the time limit.</summary>
+    public string? StopReason { get; init; }
+
     /// <summary>Writes the report as indented JSON.</summary>
     /// <param name="path">File path.</param>
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -171,26 +230,31 @@ public static class SyntheticTrainer
         log?.WriteLine($"  done in {total.Elapsed.TotalSeconds:F1} s");
 
         torch.random.manual_seed(options.Seed);
-        var model = SyntheticModels.Create(options.Architecture, options.ClassCount);
+        var model = SyntheticModels.Create(options.Architecture, options.ClassCount, options.ImageSize);
         var parameters = model.parameters().Sum(p => p.numel());
         log?.WriteLine($"{SyntheticModels.NameOf(options.Architecture)}: {parameters:N0} parameters");
-        using var optimizer = torch.optim.Adam(model.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay);
-        var scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, options.MaxEpochs);
+        using var optimizer = options.DecoupledWeightDecay
+            ? (torch.optim.Optimizer)torch.optim.AdamW(model.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay)
+            : torch.optim.Adam(model.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay);
+        var group = optimizer.ParamGroups.First();
+        var stepsPerEpoch = Math.Max(1, (options.TrainImages - 1 + options.BatchSize - 1) / options.BatchSize);
         var shuffle = new torch.Generator((ulong)options.Seed);
         var history = new List<EpochReport>();
         double valAcc = 0;
+        var stopReason = string.Create(CultureInfo.InvariantCulture, $"ran all {options.MaxEpochs} epochs");
         try
         {
             for (var epoch = 1; epoch <= options.MaxEpochs; epoch++)
             {
                 var clock = Stopwatch.StartNew();
-                var lr = optimizer.ParamGroups.First().LearningRate;
+                var lr = options.LearningRateAt(epoch - 1, 1.0 / stepsPerEpoch);
                 model.train();
                 double lossSum = 0;
                 long correct = 0, seen = 0;
                 using (var order = torch.randperm(options.TrainImages, generator: shuffle))
                 {
-                    for (long s = 0; s + 1 < options.TrainImages; s += options.BatchSize)
+                    var step = 0;
+                    for (long s = 0; s + 1 < options.TrainImages; s += options.BatchSize, step++)
                     {
                         var len = Math.Min(options.BatchSize, options.TrainImages - s);
                         if (len < 2) break; // BatchNorm cannot train on a single sample
@@ -204,10 +268,13 @@ public static class SyntheticTrainer
                             x = torch.where(flip, x.flip(3), x);
                         }
 
+                        if (options.ShiftPixels > 0) x = RandomShift(x, options.ShiftPixels, shuffle);
+                        group.LearningRate = options.LearningRateAt(epoch - 1, (step + 1.0) / stepsPerEpoch);
                         optimizer.zero_grad();
                         var logits = model.forward(x);
                         var loss = torch.nn.functional.cross_entropy(logits, y);
                         loss.backward();
+                        if (options.GradientClip > 0) torch.nn.utils.clip_grad_norm_(model.parameters(), options.GradientClip);
                         optimizer.step();
                         lossSum += loss.item<float>() * len;
                         correct += logits.argmax(1).eq(y).sum().item<long>();
@@ -215,7 +282,6 @@ public static class SyntheticTrainer
                     }
                 }
 
-                scheduler.step();
                 valAcc = Accuracy(model, valX, valY, 256);
                 var report = new EpochReport(epoch, lossSum / seen, (double)correct / seen, valAcc, lr, clock.Elapsed.TotalSeconds);
                 history.Add(report);
@@ -223,7 +289,15 @@ public static class SyntheticTrainer
                 log?.WriteLine(report.ToString());
                 if (valAcc >= options.TargetAccuracy)
                 {
-                    log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"validation accuracy {valAcc:P1} ≥ target {options.TargetAccuracy:P1}: stopping"));
+                    stopReason = string.Create(CultureInfo.InvariantCulture, $"validation accuracy {valAcc:P1} ≥ target {options.TargetAccuracy:P1} after epoch {epoch}");
+                    log?.WriteLine(stopReason + ": stopping");
+                    break;
+                }
+
+                if (options.TimeLimitSeconds is { } limit && total.Elapsed.TotalSeconds >= limit && epoch < options.MaxEpochs)
+                {
+                    stopReason = string.Create(CultureInfo.InvariantCulture, $"time limit of {limit:F0} s reached after epoch {epoch} of {options.MaxEpochs} (learning rate still {options.LearningRateAt(epoch, 0):g3})");
+                    log?.WriteLine(stopReason + ": stopping");
                     break;
                 }
             }
@@ -258,14 +332,14 @@ public static class SyntheticTrainer
             Seed = options.Seed,
             DataSeeds = new[] { options.DataSeed, options.DataSeed + 1, options.DataSeed + 2 },
             SplitSizes = new[] { options.TrainImages, options.ValidationImages, options.TestImages },
-            Optimizer = string.Create(CultureInfo.InvariantCulture,
-                $"Adam(lr={options.LearningRate:g3}, weight_decay={options.WeightDecay:g3}), cosine annealing over {options.MaxEpochs} epochs, batch {options.BatchSize}, flips={(options.Augment ? "on" : "off")}, early stop at validation accuracy ≥ {options.TargetAccuracy:g3}"),
+            Optimizer = Describe(options),
             Epochs = history.Count,
             ValidationAccuracy = valAcc,
             TestAccuracy = testAcc,
             Parameters = parameters,
             Seconds = Math.Round(total.Elapsed.TotalSeconds, 1),
             History = history,
+            StopReason = stopReason,
         };
         return new TrainingResult(model, reportAll);
     }
@@ -318,6 +392,46 @@ public static class SyntheticTrainer
         result.Report.Save(Path.ChangeExtension(outputPath, ".json"));
         log?.WriteLine($"saved {outputPath} ({new FileInfo(outputPath).Length / 1024.0:F0} KiB) and {Path.ChangeExtension(outputPath, ".json")}");
         return result.Report;
+    }
+
+    /// <summary>The optimiser, schedule and augmentation of <paramref name="options"/> as one line (the sidecar's <c>Optimizer</c>).</summary>
+    /// <param name="options">Options.</param>
+    /// <returns>Text.</returns>
+    public static string Describe(TrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var o = options;
+        var text = string.Create(CultureInfo.InvariantCulture,
+            $"{(o.DecoupledWeightDecay ? "AdamW" : "Adam")}(lr={o.LearningRate:g3}, weight_decay={o.WeightDecay:g3}), ");
+        if (o.WarmupEpochs > 0) text += string.Create(CultureInfo.InvariantCulture, $"linear warm-up over {o.WarmupEpochs} epochs, cosine annealing over the remaining {o.MaxEpochs - o.WarmupEpochs}");
+        else text += string.Create(CultureInfo.InvariantCulture, $"cosine annealing over {o.MaxEpochs} epochs");
+        text += string.Create(CultureInfo.InvariantCulture, $", batch {o.BatchSize}, flips={(o.Augment ? "on" : "off")}");
+        if (o.ShiftPixels > 0) text += string.Create(CultureInfo.InvariantCulture, $", shifts ±{o.ShiftPixels} px");
+        if (o.GradientClip > 0) text += string.Create(CultureInfo.InvariantCulture, $", gradient norm clipped at {o.GradientClip:g3}");
+        return text + string.Create(CultureInfo.InvariantCulture, $", early stop at validation accuracy ≥ {o.TargetAccuracy:g3}");
+    }
+
+    /// <summary>
+    /// Shifts each image of a batch by its own random offset (dy, dx) ∈ [−max, max]²: output pixel (i, j) is input pixel
+    /// (i + dy, j + dx), clamped to the image (edge pixels repeated).
+    /// </summary>
+    /// <param name="x">Images [N, C, H, W].</param>
+    /// <param name="max">Largest shift in pixels.</param>
+    /// <param name="generator">Random generator of the offsets.</param>
+    /// <returns>The shifted images (same shape).</returns>
+    public static Tensor RandomShift(Tensor x, int max, torch.Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (x.dim() != 4) throw new ArgumentException($"RandomShift expects images [N, C, H, W]; got [{string.Join(", ", x.shape)}].", nameof(x));
+        if (max < 0) throw new ArgumentOutOfRangeException(nameof(max), max, "Must be ≥ 0.");
+        long n = x.shape[0], h = x.shape[2], w = x.shape[3];
+        var padded = torch.nn.functional.pad(x, new long[] { max, max, max, max }, PaddingModes.Replicate);
+        var offsets = torch.randint(0, 2 * max + 1, new[] { n, 2 }, generator: generator, device: x.device);
+        var rows = torch.arange(h, device: x.device).view(1, h) + offsets.select(1, 0).view(n, 1); // [n, h]
+        var cols = torch.arange(w, device: x.device).view(1, w) + offsets.select(1, 1).view(n, 1); // [n, w]
+        var c = x.shape[1];
+        var byRow = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2 * max));
+        return byRow.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w));
     }
 
     private static (Tensor Images, Tensor Labels) Split(SyntheticDatasetGenerator generator, int seed, int count)

@@ -114,7 +114,7 @@ public sealed record TrainingOptions
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be > 0.");
         if (!(WeightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be ≥ 0.");
         if (ShiftPixels < 0 || ShiftPixels >= ImageSize / 2) throw new ArgumentOutOfRangeException(nameof(ShiftPixels), ShiftPixels, "Must be ≥ 0 and below half the image side.");
-        if (WarmupEpochs < 0 || WarmupEpochs >= MaxEpochs) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "Must be ≥ 0 and below the number of epochs.");
+        if (WarmupEpochs < 0) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "Must be ≥ 0 (a warm-up as long as the training never reaches the peak rate).");
         if (TimeLimitSeconds is { } limit && !(limit > 0)) throw new ArgumentOutOfRangeException(nameof(TimeLimitSeconds), limit, "Must be > 0 seconds.");
         if (!(GradientClip >= 0)) throw new ArgumentOutOfRangeException(nameof(GradientClip), GradientClip, "Must be ≥ 0.");
     }
@@ -405,6 +405,7 @@ public static class SyntheticTrainer
             $"{(o.DecoupledWeightDecay ? "AdamW" : "Adam")}(lr={o.LearningRate:g3}, weight_decay={o.WeightDecay:g3}), ");
         if (o.WarmupEpochs > 0) text += string.Create(CultureInfo.InvariantCulture, $"linear warm-up over {o.WarmupEpochs} epochs, cosine annealing over the remaining {o.MaxEpochs - o.WarmupEpochs}");
         else text += string.Create(CultureInfo.InvariantCulture, $"cosine annealing over {o.MaxEpochs} epochs");
+        if (o.WarmupEpochs >= o.MaxEpochs) text = text.Replace(string.Create(CultureInfo.InvariantCulture, $", cosine annealing over the remaining {o.MaxEpochs - o.WarmupEpochs}"), "", StringComparison.Ordinal);
         text += string.Create(CultureInfo.InvariantCulture, $", batch {o.BatchSize}, flips={(o.Augment ? "on" : "off")}");
         if (o.ShiftPixels > 0) text += string.Create(CultureInfo.InvariantCulture, $", shifts ±{o.ShiftPixels} px");
         if (o.GradientClip > 0) text += string.Create(CultureInfo.InvariantCulture, $", gradient norm clipped at {o.GradientClip:g3}");

@@ -9,7 +9,7 @@ using TorchSharp;
 namespace RootDtd.Cli.Commands;
 
 /// <summary>
-/// <c>rootdtd evaluate --model synthetic-resnet|synthetic-vgg [--weights FILE --arch resnet|vgg] --methods … --protocols …
+/// <c>rootdtd evaluate --model synthetic-resnet|synthetic-vgg|synthetic-vit [--weights FILE] --methods … --protocols …
 /// --samples N --out DIR</c>: runs the benchmark on a freshly generated synthetic test split and writes the Markdown report,
 /// the perturbation plot, the heatmap gallery and a JSON file. With <c>--data FOLDER</c> it runs on any image folder
 /// (class subfolders) and any model (<c>--arch NAME [--weights FILE]</c>), with masks from <c>--masks FOLDER</c>

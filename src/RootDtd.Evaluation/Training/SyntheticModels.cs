@@ -42,20 +42,11 @@ public static class SyntheticModels
     /// <summary>Every committed synthetic model, in report order.</summary>
     public static IReadOnlyList<SyntheticArchitecture> Architectures { get; } = new[] { SyntheticArchitecture.ResNet, SyntheticArchitecture.Vgg, SyntheticArchitecture.Vit };
 
-    /// <summary>The shape of the synthetic ViT (<see cref="SyntheticArchitecture.Vit"/>) for <paramref name="numClasses"/> classes.</summary>
+    /// <summary>The shape of the synthetic ViT (<see cref="SyntheticArchitecture.Vit"/>, <see cref="VisionTransformer.SyntheticPatch8Options"/>) for <paramref name="numClasses"/> classes.</summary>
     /// <param name="numClasses">Number of classes.</param>
     /// <param name="imageSize">Image side (a multiple of the patch size 8).</param>
     /// <returns>The options.</returns>
-    public static VisionTransformerOptions VitOptions(int numClasses = ClassCount, int imageSize = ImageSize) => new()
-    {
-        ImageSize = imageSize,
-        PatchSize = 8,
-        EmbedDim = 64,
-        Depth = 4,
-        NumHeads = 4,
-        MlpRatio = 2,
-        NumClasses = numClasses,
-    };
+    public static VisionTransformerOptions VitOptions(int numClasses = ClassCount, int imageSize = ImageSize) => VisionTransformer.SyntheticPatch8Options(numClasses, imageSize);
 
     /// <summary>Environment variable that overrides the search for the <c>models/</c> folder.</summary>
     public const string ModelsDirectoryVariable = "ROOTDTD_MODELS_DIR";

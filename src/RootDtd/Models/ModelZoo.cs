@@ -46,6 +46,8 @@ public static class ModelZoo
         Add("vit-tiny-patch16-224", "timm vit_tiny_patch16_224: 224 px, patch 16, width 192, 12 blocks, 3 heads", c => VisionTransformer.TinyPatch16(c));
         Add("vit-small-patch16-224", "timm vit_small_patch16_224: 224 px, patch 16, width 384, 12 blocks, 6 heads", c => VisionTransformer.SmallPatch16(c));
         Add("vit-base-patch16-224", "timm vit_base_patch16_224: 224 px, patch 16, width 768, 12 blocks, 12 heads", c => VisionTransformer.BasePatch16(c));
+        Add("vit-synthetic-patch8-64", "the synthetic benchmark's ViT (models/synthetic-vit.safetensors, 6 classes): 64 px, patch 8, width 64, 4 blocks, 4 heads, MLP 128", c =>
+            new VisionTransformer(VisionTransformer.SyntheticPatch8Options(c)));
         Add("vit-test-patch8-32", "test ViT (the golden's shape): 32 px, patch 8, width 48, 3 blocks, 3 heads", c =>
             new VisionTransformer(new() { ImageSize = 32, PatchSize = 8, EmbedDim = 48, Depth = 3, NumHeads = 3, NumClasses = c }));
         Add("vit-test-patch4-16", "test ViT: 16 px, patch 4, width 16, 2 blocks, 2 heads", c =>

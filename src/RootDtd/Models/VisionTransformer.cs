@@ -300,6 +300,18 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
         return head.forward(norm.forward(h).select(1, 0)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The shape of the synthetic benchmark's ViT (<c>models/synthetic-vit.safetensors</c>, zoo name
+    /// <c>vit-synthetic-patch8-64</c>): patch 8 on 64² images (8×8 patches + class token = 65 tokens), width 64, 4 blocks,
+    /// 4 heads (head width 16), MLP ratio 2 (hidden 128).
+    /// </summary>
+    /// <param name="numClasses">Number of classes (the committed model: 6).</param>
+    /// <param name="imageSize">Image side, a multiple of 8 (the committed model: 64).</param>
+    public static VisionTransformerOptions SyntheticPatch8Options(int numClasses = 6, int imageSize = 64) => new()
+    {
+        ImageSize = imageSize, PatchSize = 8, EmbedDim = 64, Depth = 4, NumHeads = 4, MlpRatio = 2, NumClasses = numClasses,
+    };
+
     /// <summary>ViT-Ti/16 at 224 px (timm <c>vit_tiny_patch16_224</c>: width 192, 12 blocks, 3 heads).</summary>
     public static VisionTransformer TinyPatch16(int numClasses = 1000) => new(new() { EmbedDim = 192, Depth = 12, NumHeads = 3, NumClasses = numClasses });
 

@@ -34,10 +34,11 @@ public sealed class TrainCommand : ICliCommand
         var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 30, HelpName = "E" };
         var target = new Option<double>("--target") { Description = "Stop when the validation accuracy reaches this value.", DefaultValueFactory = _ => 0.95, HelpName = "accuracy" };
         var timeLimit = new Option<double?>("--time-limit") { Description = "Start no new epoch after this many seconds of training (the sidecar records the stop).", HelpName = "seconds" };
+        var init = new Option<string?>("--init") { Description = "Start from these weights (same architecture) instead of a random initialisation: a second stage with its own schedule; its sidecar is kept in the new one.", HelpName = "file" };
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
         var command = new Command("train", "Train a small ResNet, VGG or ViT on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
         {
-            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, threads,
+            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, init, threads,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -68,13 +69,14 @@ public sealed class TrainCommand : ICliCommand
                 MaxEpochs = parse.GetValue(epochs),
                 TargetAccuracy = parse.GetValue(target),
                 TimeLimitSeconds = parse.GetValue(timeLimit),
+                InitialWeights = parse.GetValue(init),
             };
             TrainingReport report;
             try
             {
                 report = SyntheticTrainer.TrainAndSave(options, parse.GetValue(output)!, environment.Error);
             }
-            catch (ArgumentOutOfRangeException e)
+            catch (Exception e) when (e is ArgumentOutOfRangeException or FileNotFoundException)
             {
                 throw new UsageException(e.Message);
             }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using RootDtd.Evaluation.Synthetic;
 using TorchSharp;
+using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace RootDtd.Evaluation.Training;
@@ -71,6 +72,13 @@ public sealed record TrainingOptions
     /// </summary>
     public double? TimeLimitSeconds { get; init; }
 
+    /// <summary>
+    /// Weights (<c>.safetensors</c> of the same architecture) to start from instead of a random initialisation — a second
+    /// stage of training with its own schedule (a warm restart). Its JSON sidecar, if present, is kept in the new
+    /// sidecar (<see cref="TrainingReport.InitializedFrom"/>). Default <see langword="null"/>.
+    /// </summary>
+    public string? InitialWeights { get; init; }
+
     /// <summary>Clip the gradient's global L2 norm to this value (0 = off). Default 0.</summary>
     public double GradientClip { get; init; }
 
@@ -115,6 +123,7 @@ public sealed record TrainingOptions
         if (!(WeightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be ≥ 0.");
         if (ShiftPixels < 0 || ShiftPixels >= ImageSize / 2) throw new ArgumentOutOfRangeException(nameof(ShiftPixels), ShiftPixels, "Must be ≥ 0 and below half the image side.");
         if (WarmupEpochs < 0) throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, "Must be ≥ 0 (a warm-up as long as the training never reaches the peak rate).");
+        if (InitialWeights is not null && !File.Exists(InitialWeights)) throw new FileNotFoundException($"The initial weights '{InitialWeights}' do not exist.", InitialWeights);
         if (TimeLimitSeconds is { } limit && !(limit > 0)) throw new ArgumentOutOfRangeException(nameof(TimeLimitSeconds), limit, "Must be > 0 seconds.");
         if (!(GradientClip >= 0)) throw new ArgumentOutOfRangeException(nameof(GradientClip), GradientClip, "Must be ≥ 0.");
     }
@@ -196,6 +205,12 @@ public sealed record TrainingReport
     /// <summary>Why the training stopped: the validation target, the epoch count or the time limit.</summary>
     public string? StopReason { get; init; }
 
+    /// <summary>The initial weights' file name, when the training started from trained weights (<see cref="TrainingOptions.InitialWeights"/>).</summary>
+    public string? InitialWeights { get; init; }
+
+    /// <summary>The sidecar of the initial weights (the earlier stage), when it was present.</summary>
+    public TrainingReport? InitializedFrom { get; init; }
+
     /// <summary>Writes the report as indented JSON.</summary>
     /// <param name="path">File path.</param>
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -231,6 +246,14 @@ public static class SyntheticTrainer
 
         torch.random.manual_seed(options.Seed);
         var model = SyntheticModels.Create(options.Architecture, options.ClassCount, options.ImageSize);
+        TrainingReport? initialReport = null;
+        if (options.InitialWeights is { } init)
+        {
+            model.load_safetensors(init);
+            var sidecar = Path.ChangeExtension(init, ".json");
+            if (File.Exists(sidecar)) initialReport = JsonSerializer.Deserialize<TrainingReport>(File.ReadAllText(sidecar));
+            log?.WriteLine($"starting from {init}{(initialReport is null ? "" : string.Create(CultureInfo.InvariantCulture, $" ({initialReport.Epochs} epochs, validation {initialReport.ValidationAccuracy:P1}, test {initialReport.TestAccuracy:P1})"))}");
+        }
         var parameters = model.parameters().Sum(p => p.numel());
         log?.WriteLine($"{SyntheticModels.NameOf(options.Architecture)}: {parameters:N0} parameters");
         using var optimizer = options.DecoupledWeightDecay
@@ -340,6 +363,8 @@ public static class SyntheticTrainer
             Seconds = Math.Round(total.Elapsed.TotalSeconds, 1),
             History = history,
             StopReason = stopReason,
+            InitialWeights = options.InitialWeights is null ? null : Path.GetFileName(options.InitialWeights),
+            InitializedFrom = initialReport,
         };
         return new TrainingResult(model, reportAll);
     }

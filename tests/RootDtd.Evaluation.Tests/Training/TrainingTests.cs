@@ -1,5 +1,6 @@
 using FluentAssertions;
 using RootDtd.Evaluation.Training;
+using RootDtd.Models;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -87,6 +88,36 @@ public class TrainingTests
         report.Classes.Should().HaveCount(SyntheticModels.ClassCount);
         report.NormalizationMean.Should().Equal(SyntheticModels.Normalization.Mean.Select(v => (double)v));
         report.TestAccuracy.Should().BeGreaterThanOrEqualTo(0.9);
+    }
+
+    [Fact]
+    public void CommittedVitMatchesItsSidecarOnAFreshTestSetAndLoadsThroughTheZoo()
+    {
+        var report = SyntheticModels.ReadSidecar(SyntheticArchitecture.Vit);
+        report.Should().NotBeNull("models/synthetic-vit.json is committed");
+        report!.Architecture.Should().Be(SyntheticArchitecture.Vit);
+        report.Constructor.Should().Be(SyntheticModels.ConstructorText(SyntheticArchitecture.Vit));
+        report.ImageSize.Should().Be(SyntheticModels.ImageSize);
+        report.DataSeeds.Should().Equal(1000, 1001, 1002);
+        report.SplitSizes.Should().Equal(5000, 600, 1000);
+        using var model = SyntheticModels.Load(SyntheticArchitecture.Vit);
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 31337, count: 200);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            // the sidecar's test accuracy (1000 images, seed 1002) holds on a fresh stream: within 3σ of a binomial on 200 images
+            var p = report.TestAccuracy;
+            var sigma = Math.Sqrt(p * (1 - p) / 200);
+            SyntheticTrainer.Accuracy(model, images, labels).Should().BeInRange(p - 3 * sigma, p + 3 * sigma);
+            using var zoo = ModelZoo.Create("vit-synthetic-patch8-64", SyntheticModels.ClassCount);
+            ModelWeights.Load(zoo, SyntheticModels.WeightsPath(SyntheticArchitecture.Vit));
+            zoo.eval();
+            using var x = images.narrow(0, 0, 8);
+            using var a = model.forward(x);
+            using var b = zoo.forward(x);
+            (a - b).abs().max().item<float>().Should().Be(0f, "the zoo entry is the same network");
+        }
     }
 
     [Fact]

@@ -52,8 +52,11 @@ public sealed class RootInferenceResult
 /// The constrained root inference of one conv/linear unit (docs/root-inference.md, spec "Iteration" and
 /// "Redistribution"): projected gradient descent on <c>L(T) = Σ_j (F_j(T) − R_j)²</c> from <c>T₀ = x</c> with an exact
 /// line search, per-sample step scales and acceptance, then redistribution of <c>R</c> along <c>F</c> at the signal.
-/// Every step costs three layer evaluations (F at the candidate, the transposed map for the gradient, J·g); the
-/// positive map off the ReLU domain doubles each (W⁺ and W⁻ halves). Nothing leaves the device inside the loop.
+/// Every step costs four layer evaluations (the transposed map for the gradient, J·g, the change ΔF of a candidate that
+/// decides its acceptance, F at the candidate); off the ReLU domain the positive map evaluates W⁺ and W⁻ halves as one
+/// stacked layer. A step's decisions (acceptance, the sign mask) are taken on quantities accurate relative to their
+/// own size, so that a batch and each sample alone give the same result to ~1e-13 in float64 (docs/reliability.md).
+/// Nothing leaves the device inside the loop.
 /// </summary>
 public static class RootInferenceSolver
 {
@@ -89,6 +92,8 @@ public static class RootInferenceSolver
 
         var inShape = BatchView(x.dim(), batch);
         var outShape = BatchView(r.dim(), batch);
+        // gradient components within rounding of 0 are 0 (see below); 64 machine epsilons of the sample's largest |h|
+        var negligible = 64 * Epsilon(x.dtype);
 
         // carried state: T, its mask, F(T), L(T), step scale s, accepted count
         var t = x.clone();
@@ -107,6 +112,15 @@ public static class RootInferenceSolver
             // step is (‖h‖²/‖Jh‖²)·h: the factors of 2 cancel exactly (powers of two scale floats without rounding),
             // which saves one pass over the output per step.
             var h = map.ApplyTransposed(f - r, mask, x.shape);
+            // Where the sign mask [T ≥ 0] chooses the half of the map, a component of h that is rounding noise must not
+            // move T across 0: at a box edge T = 0 the exact component is often 0 (the map's column is 0 on that side)
+            // and its rounded value (1e-18) would flip the mask, making the Jacobian jump by a whole column of W; a
+            // batch and a single sample, whose layer evaluations round differently, then took different paths.
+            if (map.HasMask)
+            {
+                var magnitude = h.abs();
+                h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
+            }
             var jh = map.Apply(h, mask);
             var hh = SquaredNorm(h);
             var jj = SquaredNorm(jh);
@@ -114,10 +128,20 @@ public static class RootInferenceSolver
             var alpha = torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
             var candidate = Project(t.addcmul((scale * alpha).view(inShape), h, -1), lo, hi);
             var candidateMask = map.Mask(candidate);
-            var candidateF = map.Apply(candidate, candidateMask);
-            var candidateLoss = SquaredNorm(candidateF - r);
-            var accept = candidateLoss.le(loss);
+            // Acceptance on the change of the loss, ΔL = L(T') − L(T) = ‖ΔF‖² + 2⟨ΔF, F(T) − R⟩, with ΔF = F(T') − F(T)
+            // evaluated from the change of the signal (exact for the piecewise-linear F). Comparing L(T') with L(T)
+            // decides on the difference of two rounded sums: where the descent stagnates (steps against the box) that
+            // difference is pure rounding, and a batch and a single sample, whose layer evaluations round differently,
+            // accepted different steps and parted (docs/reliability.md). ΔL is accurate relative to its own size, so
+            // its sign is the exact arithmetic's except on true ties. It costs a fourth layer evaluation per step.
+            var deltaF = map.Change(t, mask, candidate, candidateMask);
+            var deltaLoss = Dot(deltaF, deltaF + 2 * (f - r));
+            var accept = deltaLoss.le(0);
             var acceptIn = accept.view(inShape);
+            // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R)
+            var candidateF = map.Apply(candidate, candidateMask);
+            // the loss of an accepted candidate, never above the previous one (the two differ by rounding at most there)
+            var candidateLoss = torch.minimum(SquaredNorm(candidateF - r), loss);
 
             var nextT = torch.where(acceptIn, candidate, t).MoveToOuterDisposeScope();
             var nextMask = mask is null ? null : torch.where(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
@@ -147,6 +171,14 @@ public static class RootInferenceSolver
         return result;
     }
 
+    private static double Epsilon(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float64 => 2.220446049250313e-16,
+        ScalarType.Float32 => 1.1920928955078125e-07,
+        ScalarType.BFloat16 => 0.0078125,
+        _ => 0.0009765625,
+    };
+
     private static void Replace(ref Tensor current, Tensor next)
     {
         var old = current;
@@ -175,6 +207,10 @@ public static class RootInferenceSolver
         var flat = t.reshape(t.shape[0], 1, -1);
         return flat.bmm(flat.transpose(1, 2)).reshape(t.shape[0]);
     }
+
+    /// <summary>⟨a, b⟩ per sample [B], as a batched dot product.</summary>
+    private static Tensor Dot(Tensor a, Tensor b) =>
+        a.reshape(a.shape[0], 1, -1).bmm(b.reshape(b.shape[0], 1, -1).transpose(1, 2)).reshape(a.shape[0]);
 
     private static (Tensor? Lo, Tensor? Hi) Box(Tensor x, InputDomain domain, bool gradientConstraint, Tensor? low, Tensor? high) => domain switch
     {
@@ -224,6 +260,9 @@ public static class RootInferenceSolver
                     : torch.cat(new[] { _weight, _negative }, 1);
         }
 
+        /// <summary>True when F has two halves chosen by the sign mask of T (the positive map off the ReLU domain).</summary>
+        public bool HasMask => _negative is not null;
+
         public Tensor? Mask(Tensor t) => _negative is null ? null : t.ge(0);
 
         public Tensor Apply(Tensor v, Tensor? mask)
@@ -232,6 +271,22 @@ public static class RootInferenceSolver
             var vp = torch.where(mask, v, torch.zeros_like(v));
             if (_stacked is not null) return _unit.Forward(torch.cat(new[] { vp, v - vp }, _featureDim), _stacked, null);
             return _unit.Forward(vp, _weight, null) + _unit.Forward(v - vp, _negative!, null);
+        }
+
+        /// <summary>
+        /// <c>F(T') − F(T)</c> from the change of the signal: the map applied to <c>T' − T</c>, or, masked, W⁺ applied
+        /// to the change of the positive part and W⁻ to the change of the negative part (F is continuous, so this is
+        /// exact also where the mask changes). One layer evaluation, as many as <c>F(T')</c> itself.
+        /// </summary>
+        public Tensor Change(Tensor t, Tensor? mask, Tensor candidate, Tensor? candidateMask)
+        {
+            if (mask is null) return _unit.Forward(candidate - t, _weight, null);
+            var tp = torch.where(mask, t, torch.zeros_like(t));
+            var cp = torch.where(candidateMask!, candidate, torch.zeros_like(candidate));
+            var positive = cp - tp;
+            var negative = (candidate - cp).sub_(t - tp);
+            if (_stacked is not null) return _unit.Forward(torch.cat(new[] { positive, negative }, _featureDim), _stacked, null);
+            return _unit.Forward(positive, _weight, null) + _unit.Forward(negative, _negative!, null);
         }
 
         public Tensor ApplyTransposed(Tensor r, Tensor? mask, long[] inputShape)

@@ -147,7 +147,9 @@ public sealed class WSquareRule : ModifiedGradientRule
     /// <summary>Creates the rule.</summary>
     public WSquareRule(Stabilizer? stabilizer = null) : base(stabilizer)
     {
-        Groups = new[] { new RuleGroup(new[] { new RuleTerm(TI.Ones, PT.Square, PT.Square) }) };
+        // per output unit the ratio w²/Σw² does not change when that unit's weights are scaled: the squares are taken
+        // of weights scaled per unit where |w| is extreme (no float32 overflow at |w| ≈ 1e20), see ScaledSquare
+        Groups = new[] { new RuleGroup(new[] { new RuleTerm(TI.Ones, PT.ScaledSquare, PT.ScaledSquare) }) };
     }
 
     /// <inheritdoc />

@@ -44,6 +44,17 @@ public enum OutputMask
 /// <param name="Apply">Computes the derived parameter.</param>
 public sealed record ParameterTransform(string Key, Func<Tensor, Tensor> Apply)
 {
+    /// <summary>
+    /// How the bias is transformed when the transform of the bias depends on the weight too (bias, weight → derived
+    /// bias); <c>null</c> (default): <see cref="Apply"/> on the bias alone.
+    /// </summary>
+    public Func<Tensor, Tensor, Tensor>? ApplyToBias { get; init; }
+
+    /// <summary>The derived bias of a layer with this bias and weight.</summary>
+    /// <param name="bias">The layer's bias.</param>
+    /// <param name="weight">The layer's weight (output units along dimension 0).</param>
+    public Tensor Bias(Tensor bias, Tensor weight) => ApplyToBias is null ? Apply(bias) : ApplyToBias(bias, weight);
+
     /// <summary>The parameter as it is.</summary>
     public static ParameterTransform Identity { get; } = new("id", t => t);
 
@@ -58,6 +69,42 @@ public sealed record ParameterTransform(string Key, Func<Tensor, Tensor> Apply)
 
     /// <summary>All ones.</summary>
     public static ParameterTransform Ones { get; } = new("ones", t => torch.ones_like(t));
+
+    /// <summary>
+    /// (p·s)² with a power of two s per output unit (dimension 0 of the weight, the same for its bias) that brings the
+    /// unit's largest |w| or |b| into [1, 2) where it lies outside [2⁻³², 2³²]; elsewhere s = 1 and this is
+    /// <see cref="Square"/>. Rules whose ratio per output unit is invariant under scaling that unit's weights (w²) use
+    /// it: |w| ≈ 1e20 squared overflows float32 (and 1e-20 underflows to 0), which made w² return zero relevance.
+    /// </summary>
+    public static ParameterTransform ScaledSquare { get; } = new("sq:scaled", w => SquareScaled(w, RowScale(w, null)))
+    {
+        ApplyToBias = (b, w) => SquareScaled(b, RowScale(w, b)),
+    };
+
+    private const double ScaleThreshold = 4294967296.0; // 2^32
+
+    /// <summary>The power of two per output unit, shaped to broadcast against <paramref name="weight"/> (or, with a bias, [out]).</summary>
+    private static Tensor RowScale(Tensor weight, Tensor? bias)
+    {
+        var rows = weight.shape[0];
+        var largest = weight.detach().abs().reshape(rows, -1).amax(new long[] { 1 });
+        if (bias is not null) largest = torch.maximum(largest, bias.detach().abs().to(largest.dtype));
+        var outside = largest.gt(ScaleThreshold).logical_or_(largest.lt(1 / ScaleThreshold).logical_and_(largest.gt(0)));
+        // s = 2^-floor(log2 max): exact (a power of two), computed in float64 so that the exponent itself is exact
+        var exponent = largest.to(ScalarType.Float64).log2_().floor_();
+        var scale = torch.where(outside, torch.pow(2.0, exponent.neg()), torch.ones_like(exponent)).to(weight.dtype);
+        if (bias is not null) return scale;
+        var shape = new long[weight.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = rows;
+        return scale.view(shape);
+    }
+
+    private static Tensor SquareScaled(Tensor p, Tensor scale)
+    {
+        var scaled = p * scale;
+        return scaled.mul_(scaled);
+    }
 }
 
 /// <summary>
@@ -119,7 +166,7 @@ public abstract class ModifiedGradientRule : Rule
                 var input = SelectInput(term.Input, x, context, nonNegative);
                 var w = unit.GetParameter("w:" + term.Weight.Key, () => term.Weight.Apply(unit.Weight));
                 terms.Add((input, w, term));
-                var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Apply(unit.Bias));
+                var b = term.Bias is null || unit.Bias is null ? null : unit.GetParameter("b:" + term.Bias.Key, () => term.Bias.Bias(unit.Bias, unit.Weight));
                 // a term that is the layer's own forward is the recorded output: no second evaluation
                 var zk = IsPlainForward(term, unit) ? context.Output : unit.Forward(input, w, b);
                 if (term.Sign != 1) zk = zk * term.Sign;

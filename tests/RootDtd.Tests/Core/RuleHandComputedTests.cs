@@ -191,6 +191,34 @@ public class RuleHandComputedTests
         ShouldEqual(Dense(new WSquareRule(), W, B, X, R), expected);
     }
 
+    /// <summary>
+    /// w² is invariant under scaling one output unit's weights and bias, so extreme weights must give the relevance of
+    /// ordinary ones. In float32, |w| ≈ 1e20 squared overflows (and 1e-20 squared underflows): the rule returned zero
+    /// relevance before its squares were taken of per-unit scaled weights.
+    /// </summary>
+    [Theory]
+    [InlineData(1e20)]
+    [InlineData(3e18)]
+    [InlineData(1e-20)]
+    public void WSquareWithExtremeWeightsInFloat32(double magnitude)
+    {
+        var expected = new double[3];
+        for (var j = 0; j < 2; j++)
+        {
+            var z = Enumerable.Range(0, 3).Sum(i => W[j, i] * W[j, i]) + B[j] * B[j];
+            for (var i = 0; i < 3; i++) expected[i] += W[j, i] * W[j, i] * R[j] / z;
+        }
+        using var scope = torch.NewDisposeScope();
+        // the second unit ordinary, the first extreme: the scale is per unit
+        var wt = torch.tensor(W.Cast<double>().ToArray(), new long[] { 2, 3 }, float64) * torch.tensor(new[] { magnitude, 1.0 }, float64).unsqueeze(1);
+        var bt = torch.tensor(B, float64) * torch.tensor(new[] { magnitude, 1.0 }, float64);
+        using var unit = LinearUnit.Dense(wt.to(float32), bt.to(float32));
+        var node = new LinearUnitNode("dense", unit, 0);
+        var actual = TestNets.Propagate(new WSquareRule(), node, new[] { torch.tensor(X, float32).unsqueeze(0) }, torch.tensor(R, float32).unsqueeze(0), InputDomain.Free, null, null);
+        actual.Should().OnlyContain(v => double.IsFinite(v));
+        ShouldEqual(actual, expected, 1e-5);
+    }
+
     [Fact]
     public void FlatSharesEquallyAndIgnoresTheBias()
     {

@@ -14,9 +14,20 @@ public static class CliApp
     {
         ArgumentNullException.ThrowIfNull(environment);
         var root = new RootCommand("rootdtd: explain image classifiers with Deep Taylor Decomposition / LRP (heatmaps, overlays, JSON reports).");
+        root.Options.Add(VerboseOption);
         foreach (var command in CommandRegistry.Commands) root.Subcommands.Add(command.Build(environment));
         return root;
     }
+
+    /// <summary>
+    /// <c>--verbose</c>, accepted by every command: failures keep libtorch's native backtrace and add the .NET stack
+    /// trace (<see cref="CliEnvironment.Verbose"/>).
+    /// </summary>
+    public static Option<bool> VerboseOption { get; } = new("--verbose")
+    {
+        Description = "On a failure, also print libtorch's native backtrace and the .NET stack trace (for bug reports).",
+        Recursive = true,
+    };
 
     /// <summary>Parses and runs a command line; returns the exit code (see <see cref="ExitCodes"/>).</summary>
     /// <param name="args">The arguments (without the program name).</param>
@@ -25,6 +36,8 @@ public static class CliApp
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(environment);
+        // --verbose is read before the commands are built: they capture the environment
+        if (args.TakeWhile(a => a != "--").Contains(VerboseOption.Name)) environment = environment with { Verbose = true };
         var root = BuildRootCommand(environment);
         var configuration = new InvocationConfiguration { Output = environment.Out, Error = environment.Error, EnableDefaultExceptionHandler = false };
         if (args.Length == 0)
@@ -69,7 +82,8 @@ public static class CliApp
         catch (Exception e)
         {
             // Commands report their own errors; this is the last line of defence.
-            environment.WriteError($"{e.GetType().Name}: {e.Message}");
+            environment.WriteError($"{e.GetType().Name}: {(environment.Verbose ? e.Message : CommandAction.WithoutNativeBacktrace(e.Message))}");
+            if (environment.Verbose) environment.Error.WriteLine(e.ToString());
             return ExitCodes.Failure;
         }
     }

@@ -6,6 +6,12 @@ namespace RootDtd.Cli;
 /// <param name="ErrorIsTerminal">True when <paramref name="Error"/> is an interactive terminal (the progress bar redraws in place).</param>
 public sealed record CliEnvironment(TextWriter Out, TextWriter Error, bool ErrorIsTerminal = false)
 {
+    /// <summary>
+    /// <c>--verbose</c> (or <c>ROOTDTD_DEBUG=1</c>): failures are reported with libtorch's native backtrace kept in the
+    /// message and the .NET stack trace after it.
+    /// </summary>
+    public bool Verbose { get; init; } = Environment.GetEnvironmentVariable("ROOTDTD_DEBUG") is "1" or "true";
+
     /// <summary>Signalled when the user interrupts (Ctrl-C); commands stop at the next safe point and exit with <see cref="ExitCodes.Interrupted"/>.</summary>
     public CancellationToken Cancellation { get; init; }
 

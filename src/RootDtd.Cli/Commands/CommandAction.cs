@@ -10,7 +10,7 @@ public static class CommandAction
     /// Runs <paramref name="body"/>: <see cref="UsageException"/> → exit 2; <see cref="CliFailureException"/>,
     /// <see cref="ImageLoadException"/>, <see cref="ModelWeightsException"/>, <see cref="ExplanationException"/> and I/O
     /// errors → exit 1 with their message; anything else → exit 1 with the exception type and message
-    /// (set <c>ROOTDTD_DEBUG=1</c> for the stack trace).
+    /// (<c>--verbose</c> or <c>ROOTDTD_DEBUG=1</c>: with libtorch's native backtrace and the stack trace).
     /// </summary>
     public static int Run(CliEnvironment environment, Func<int> body)
     {
@@ -32,13 +32,13 @@ public static class CommandAction
         }
         catch (Exception e) when (e is CliFailureException or InvalidDataException or ImageLoadException or ModelWeightsException or ExplanationException or IOException or UnauthorizedAccessException)
         {
-            environment.WriteError(WithoutNativeBacktrace(e.Message));
+            environment.WriteError(Message(environment, e));
             WriteDebug(environment, e);
             return ExitCodes.Failure;
         }
         catch (Exception e)
         {
-            environment.WriteError($"{e.GetType().Name}: {WithoutNativeBacktrace(e.Message)}");
+            environment.WriteError($"{e.GetType().Name}: {Message(environment, e)}");
             WriteDebug(environment, e);
             return ExitCodes.Failure;
         }
@@ -46,7 +46,7 @@ public static class CommandAction
 
     /// <summary>
     /// libtorch appends a C++ backtrace of several kilobytes to its messages ("Exception raised from … frame #0: …");
-    /// users see the message without it (<c>ROOTDTD_DEBUG=1</c> prints everything).
+    /// users see the message without it (<c>--verbose</c> or <c>ROOTDTD_DEBUG=1</c> prints everything).
     /// </summary>
     public static string WithoutNativeBacktrace(string message)
     {
@@ -54,11 +54,13 @@ public static class CommandAction
         var cut = message.IndexOf("Exception raised from ", StringComparison.Ordinal);
         var frame = message.IndexOf("frame #0", StringComparison.Ordinal);
         if (frame >= 0 && (cut < 0 || frame < cut)) cut = frame;
-        return cut < 0 ? message : message[..cut].TrimEnd() + " (native backtrace omitted; set ROOTDTD_DEBUG=1 to see it)";
+        return cut < 0 ? message : message[..cut].TrimEnd() + " (native backtrace omitted; run with --verbose to see it)";
     }
+
+    private static string Message(CliEnvironment environment, Exception e) => environment.Verbose ? e.Message : WithoutNativeBacktrace(e.Message);
 
     private static void WriteDebug(CliEnvironment environment, Exception e)
     {
-        if (Environment.GetEnvironmentVariable("ROOTDTD_DEBUG") is "1" or "true") environment.Error.WriteLine(e.ToString());
+        if (environment.Verbose) environment.Error.WriteLine(e.ToString());
     }
 }

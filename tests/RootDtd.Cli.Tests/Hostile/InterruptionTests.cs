@@ -87,7 +87,7 @@ public sealed class InterruptionTests
     public void Native_backtraces_are_cut_from_messages()
     {
         var message = "shape '[2, 3]' is invalid for input of size 5\nException raised from infer_size_impl at /pytorch/aten/src/ATen/InferSize.h:92 (most recent call first):\nframe #0: c10::Error::Error(...) + 0x92";
-        CommandAction.WithoutNativeBacktrace(message).Should().Be("shape '[2, 3]' is invalid for input of size 5 (native backtrace omitted; set ROOTDTD_DEBUG=1 to see it)");
+        CommandAction.WithoutNativeBacktrace(message).Should().Be("shape '[2, 3]' is invalid for input of size 5 (native backtrace omitted; run with --verbose to see it)");
         CommandAction.WithoutNativeBacktrace("plain").Should().Be("plain");
     }
 }

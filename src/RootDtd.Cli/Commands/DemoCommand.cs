@@ -9,7 +9,7 @@ namespace RootDtd.Cli.Commands;
 
 /// <summary>
 /// <c>rootdtd demo [--out DIR]</c>: generates a few synthetic images, explains them with the committed trained ResNet
-/// (the root rule and the best baselines) and the committed ViT (chefer, chefer-root, attn-lrp, root), and writes per
+/// (the root rule and the best baselines) and the committed ViT (chefer, chefer-root, rollout, attn-lrp), and writes per
 /// model a heatmap gallery and the metric tables (Table 1: perturbation, coarse and fine schedules; Table 2:
 /// localisation); prints where the files are.
 /// </summary>
@@ -44,6 +44,21 @@ public sealed class DemoCommand : ICliCommand
             catch (ArgumentException e)
             {
                 throw new UsageException(e.Message);
+            }
+
+            // every model's weights before the first one runs (a missing ViT should not appear after the ResNet's minute)
+            foreach (var architecture in architectures)
+            {
+                string path;
+                try
+                {
+                    path = SyntheticModels.WeightsPath(architecture);
+                }
+                catch (DirectoryNotFoundException e)
+                {
+                    throw new UsageException(e.Message);
+                }
+                if (!File.Exists(path)) throw new UsageException($"The weights of {SyntheticModels.NameOf(architecture)} are missing: '{path}' does not exist (set {SyntheticModels.ModelsDirectoryVariable} to a models/ folder that has them).");
             }
 
             if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");

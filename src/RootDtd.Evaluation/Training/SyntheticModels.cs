@@ -151,25 +151,44 @@ public static class SyntheticModels
             return Path.GetFullPath(env);
         }
 
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-        {
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                var candidate = Path.Combine(dir.FullName, "models");
-                if (Directory.Exists(candidate) && Directory.EnumerateFiles(candidate, "synthetic-*.safetensors").Any()) return candidate;
-            }
-        }
+        foreach (var candidate in CandidateFolders())
+            if (Directory.EnumerateFiles(candidate, "synthetic-*.safetensors").Any()) return candidate;
 
         throw new DirectoryNotFoundException(
             $"Could not find the models/ folder with the committed synthetic-*.safetensors weights above '{Directory.GetCurrentDirectory()}' or '{AppContext.BaseDirectory}'. Set {ModelsDirectoryVariable} or pass the folder explicitly.");
     }
 
-    /// <summary>Path of the committed weights of <paramref name="architecture"/>.</summary>
+    /// <summary>
+    /// Path of the committed weights of <paramref name="architecture"/>. Without <paramref name="modelsDirectory"/> (and
+    /// without <see cref="ModelsDirectoryVariable"/>) the search of <see cref="FindModelsDirectory"/> takes the first
+    /// <c>models/</c> folder that holds this model's file, so that an older folder with only some of the models (e.g.
+    /// beside an older build of the tool) does not hide a newer one.
+    /// </summary>
     /// <param name="architecture">Architecture.</param>
     /// <param name="modelsDirectory">The <c>models/</c> folder, or <see langword="null"/> to search for it.</param>
     /// <returns>The <c>.safetensors</c> path.</returns>
-    public static string WeightsPath(SyntheticArchitecture architecture, string? modelsDirectory = null) =>
-        Path.Combine(modelsDirectory ?? FindModelsDirectory(), NameOf(architecture) + ".safetensors");
+    public static string WeightsPath(SyntheticArchitecture architecture, string? modelsDirectory = null)
+    {
+        var file = NameOf(architecture) + ".safetensors";
+        if (modelsDirectory is not null || !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(ModelsDirectoryVariable)))
+            return Path.Combine(modelsDirectory ?? FindModelsDirectory(), file);
+        foreach (var candidate in CandidateFolders())
+            if (File.Exists(Path.Combine(candidate, file))) return Path.Combine(candidate, file);
+        return Path.Combine(FindModelsDirectory(), file); // a folder without this model: the caller reports the missing file
+    }
+
+    /// <summary>Every existing <c>models/</c> folder walking up from the current directory, then from the application's base directory.</summary>
+    private static IEnumerable<string> CandidateFolders()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var candidate = Path.Combine(dir.FullName, "models");
+                if (Directory.Exists(candidate)) yield return candidate;
+            }
+        }
+    }
 
     /// <summary>Builds the architecture and loads the committed weights (eval mode, CPU, float32).</summary>
     /// <param name="architecture">Architecture.</param>

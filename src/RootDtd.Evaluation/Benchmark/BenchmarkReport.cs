@@ -46,13 +46,13 @@ public static class BenchmarkReport
         foreach (var r in result.Methods.Concat(result.References))
         {
             if (r.Curves.Count == 0 && r.Error is null) continue;
-            t.AddRow(RowLabel(r), new Dictionary<string, double>
+            t.AddRow(RowLabel(r), Shown(r, new Dictionary<string, double>
             {
                 [PerturbationColumns[0]] = r.Auc(PerturbationOrder.MostRelevantFirst, PerturbationSchedule.Coarse.Name),
                 [PerturbationColumns[1]] = r.Auc(PerturbationOrder.LeastRelevantFirst, PerturbationSchedule.Coarse.Name),
                 [PerturbationColumns[2]] = r.Auc(PerturbationOrder.MostRelevantFirst, PerturbationSchedule.Fine.Name),
                 [PerturbationColumns[3]] = r.Auc(PerturbationOrder.LeastRelevantFirst, PerturbationSchedule.Fine.Name),
-            });
+            }));
         }
 
         return t;
@@ -107,7 +107,7 @@ public static class BenchmarkReport
             }
 
             if (r.RootScores is { } s) v[AblationColumns[8]] = s.LogitRoot.Average();
-            t.AddRow(RowLabel(r) + (r.Method.Spec is BenchmarkMethods.RootMethod or BenchmarkMethods.CheferRootMethod ? "" : $" (`{r.Method.Spec}`)"), v);
+            t.AddRow(RowLabel(r) + (r.Method.Spec is BenchmarkMethods.RootMethod or BenchmarkMethods.CheferRootMethod ? "" : $" (`{r.Method.Spec}`)"), Shown(r, v));
         }
 
         return t;
@@ -121,7 +121,7 @@ public static class BenchmarkReport
         ArgumentNullException.ThrowIfNull(result);
         var t = new ResultTable("f(N) ≈ 0 — mean target logit f and probability p at the input x, the signal S and the root N = x − S of the input layer", RootScoreResult.Columns);
         foreach (var r in result.Methods.Concat(result.Ablations))
-            if (r.RootScores is { } s) t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), s.ToValues());
+            if (r.RootScores is { } s) t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), Shown(r, s.ToValues()));
         return t;
     }
 
@@ -132,7 +132,7 @@ public static class BenchmarkReport
     {
         ArgumentNullException.ThrowIfNull(result);
         var t = new ResultTable("Table 6 — linear region: per unit, the derivative of ReLU(z) at the unit's pre-activation z for input x vs root N (MSD: mean squared difference, lower is better; same on/off state and identical pattern: higher is better)", LinearRegionColumns);
-        foreach (var r in result.Methods.Where(m => m.LinearRegions.Count > 0))
+        foreach (var r in result.Methods.Where(m => m.LinearRegions.Count > 0 && m.Error is null))
         {
             foreach (var u in r.LinearRegions)
                 t.AddRow($"{r.Label} / {u.Unit}", new Dictionary<string, double>
@@ -189,7 +189,7 @@ public static class BenchmarkReport
             var independent = s.Steps.Where(x => x.Mode == RandomisationMode.Independent).ToList();
             if (independent.Count > 0) values[SanityColumns[4]] = independent.Min(x => x.Similarity.Spearman);
             if (s.LabelRandomisation is { } labels) values[SanityColumns[5]] = labels.Similarity.Spearman;
-            t.AddRow(RowLabel(r) + (s.IsInsensitive(o.Sanity.InsensitiveSpearman) ? " ⚑" : ""), values);
+            t.AddRow(RowLabel(r) + (s.IsInsensitive(o.Sanity.InsensitiveSpearman) ? " ⚑" : ""), Shown(r, values));
         }
         return t;
     }
@@ -243,10 +243,10 @@ public static class BenchmarkReport
         foreach (var r in result.Methods.Concat(result.Ablations))
         {
             var expected = MethodTraits.Of(r.Method.Spec).Conservation != ConservationExpectation.NotExpected;
-            t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), new Dictionary<string, double>
+            t.AddRow(RowLabel(r) + (r.IsAblation ? " [ablation]" : ""), Shown(r, new Dictionary<string, double>
             {
                 [CostColumns[0]] = r.MillisecondsPerImage, [CostColumns[1]] = expected ? r.ConservationError : double.NaN, [CostColumns[2]] = r.Seconds,
-            });
+            }));
         }
         return t;
     }
@@ -334,7 +334,7 @@ public static class BenchmarkReport
     public static Image<Rgb24>? RenderPerturbationPlot(BenchmarkResult result, int panelWidth = 560, int panelHeight = 360)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var rows = result.Methods.Concat(result.References).Where(r => r.Curves.Count > 0).ToList();
+        var rows = result.Methods.Concat(result.References).Where(r => r.Curves.Count > 0 && r.Error is null).ToList();
         if (rows.Count == 0) return null;
         var panels = new List<Image<Rgb24>>();
         try
@@ -514,20 +514,26 @@ public static class BenchmarkReport
           .Append(",\n\"cleanAccuracy\": ").Append(result.CleanAccuracy.ToString("R", CultureInfo.InvariantCulture))
           .Append(",\n\"skipped\": ").Append(System.Text.Json.JsonSerializer.Serialize(result.Skipped))
           .Append(",\n\"tables\": [\n").Append(string.Join(",\n", tables.Select(t => t.ToJson()))).Append("\n]")
-          .Append(",\n\"curves\": ").Append(PerturbationCurve.ToJson(result.Methods.Concat(result.Ablations).Concat(result.References).SelectMany(m => m.Curves)))
+          .Append(",\n\"curves\": ").Append(PerturbationCurve.ToJson(result.Methods.Concat(result.Ablations).Concat(result.References).Where(m => m.Error is null).SelectMany(m => m.Curves)))
           .Append("\n}\n");
         return sb.ToString();
     }
 
     private static string RowLabel(MethodResult r) => r.Error is null ? r.Label : r.Label + " (failed)";
 
+    /// <summary>The row of a failed method: no value in any column (rendered –), whatever it measured before it failed.</summary>
+    private static readonly IReadOnlyDictionary<string, double> Failed = new Dictionary<string, double>();
+
+    /// <summary><paramref name="values"/>, or none for a failed method: its numbers are partial and must not be shown.</summary>
+    private static IReadOnlyDictionary<string, double> Shown(MethodResult r, IReadOnlyDictionary<string, double> values) => r.Error is null ? values : Failed;
+
     /// <summary>One row per method and reference that has values; a failed method gets an empty, labelled row.</summary>
     private static ResultTable AddMethodRows(ResultTable table, BenchmarkResult result, Func<MethodResult, IReadOnlyDictionary<string, double>?> values)
     {
         foreach (var r in result.Methods.Concat(result.References))
         {
-            if (values(r) is { } v) table.AddRow(RowLabel(r), v);
-            else if (r.Error is not null) table.AddRow(RowLabel(r), new Dictionary<string, double>());
+            if (r.Error is not null) table.AddRow(RowLabel(r), Failed);
+            else if (values(r) is { } v) table.AddRow(RowLabel(r), v);
         }
 
         return table;

@@ -69,6 +69,31 @@ public class BenchmarkTests
             row.Count(c => c == '|').Should().BeGreaterThan(2);
     }
 
+    /// <summary>
+    /// A method that fails after it measured something (issue 10: a failed row printed its partial numbers) shows as
+    /// failed, with its error, and no number in any table, plot or JSON curve.
+    /// </summary>
+    [Fact]
+    public void AFailedMethodShowsNoNumbersAnywhere()
+    {
+        var result = RunSmall(new[] { BenchmarkMethod.Of("epsilon-plus-flat"), BenchmarkMethod.Of("gradient-x-input") }, BenchmarkProtocols.All);
+        var failed = result.Methods[0];
+        failed.Curves.Should().NotBeEmpty("the method measured before it 'failed'");
+        // the runner sets Error when a protocol throws after others completed; set it the same way here
+        typeof(MethodResult).GetProperty(nameof(MethodResult.Error))!.SetValue(failed, "Tensor invalid -- empty handle");
+
+        var md = BenchmarkReport.ToMarkdown(result);
+        var rows = md.Split('\n').Where(l => l.StartsWith("| epsilon-plus-flat (failed)", StringComparison.Ordinal)).ToList();
+        rows.Should().HaveCountGreaterThanOrEqualTo(4, "one row in each method table");
+        foreach (var row in rows)
+            row.Split('|', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(c => c.Trim()).Should().OnlyContain(c => c == "–", row);
+        md.Should().Contain("- epsilon-plus-flat: Tensor invalid -- empty handle");
+        md.Split('\n').Where(l => l.StartsWith("| gradient-x-input |", StringComparison.Ordinal)).Should().NotBeEmpty();
+        var json = BenchmarkReport.ToJson(result);
+        json.Should().Contain("gradient-x-input\"", "the curves of the other method are there");
+        json.Replace(" ", "", StringComparison.Ordinal).Should().NotContain("\"method\":\"epsilon-plus-flat\"", "no curve of the failed method");
+    }
+
     [Fact]
     public void WriteProducesMarkdownPngsAndJson()
     {

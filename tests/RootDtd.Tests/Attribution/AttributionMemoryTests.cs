@@ -25,12 +25,7 @@ public class AttributionMemoryTests
         using var high = torch.tensor(4f);
         using var explainer = new Explainer(model, MethodCatalog.Parse(spec), new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
         for (var i = 0; i < 2; i++) explainer.Explain(x).Dispose();
-        var counts = new List<long>();
-        for (var i = 0; i < 20; i++) // 20 batches of 25 = 500 explanations
-        {
-            using (var e = explainer.Explain(x)) e.Heatmap.shape.Should().Equal(25, 8, 8);
-            counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        }
-        counts.Distinct().Should().ContainSingle($"the live count must not drift: {string.Join(", ", counts.Distinct())}");
+        // 20 batches of 25 = 500 explanations
+        LiveTensorCounts.AfterRepeatedExplanations(explainer, x, 20, 25, 8, 8).ShouldNotDrift();
     }
 }

@@ -23,13 +23,7 @@ public class MemoryTests
             new ExplainerOptions { InputLow = low, InputHigh = high, RecordLayers = new[] { "layer1", "fc" } });
         // warm-up: parameter caches of the units are filled on the first call
         for (var i = 0; i < 2; i++) explainer.Explain(x).Dispose();
-        var counts = new List<long>();
-        for (var i = 0; i < 20; i++)
-        {
-            using (var e = explainer.Explain(x)) e.Heatmap.shape.Should().Equal(2, 32, 32);
-            counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        }
-        counts.Distinct().Should().ContainSingle($"the live count must not drift: {string.Join(", ", counts)}");
+        LiveTensorCounts.AfterRepeatedExplanations(explainer, x, 20, 2, 32, 32).ShouldNotDrift();
     }
 
     [Fact]

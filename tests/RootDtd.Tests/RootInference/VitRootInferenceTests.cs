@@ -361,15 +361,10 @@ public class VitRootInferenceTests
         var clock = Stopwatch.StartNew();
         explainer.Explain(x).Dispose(); // explanations 1–50 (the warm-up fills the unit caches)
         var rss50 = RssMiB();
-        var counts = new List<long>();
-        for (var i = 2; i <= 10; i++) // batches 2–10 of 50: explanations 51–500
-        {
-            using (var e = explainer.Explain(x)) e.Heatmap.shape.Should().Equal(50, 8, 8);
-            counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        }
+        var counts = LiveTensorCounts.AfterRepeatedExplanations(explainer, x, 9, 50, 8, 8); // batches 2–10 of 50: explanations 51–500
         var rss500 = RssMiB();
         _output.WriteLine($"RSS after 50 explanations {rss50:F1} MiB, after 500 {rss500:F1} MiB ({clock.Elapsed.TotalSeconds:F1} s)");
-        counts.Distinct().Should().ContainSingle($"the live tensor count must not drift: {string.Join(", ", counts.Distinct())}");
+        counts.ShouldNotDrift();
         (rss500 - rss50).Should().BeLessThan(30, "RSS may move with the allocator, not grow with the number of explanations");
     }
 

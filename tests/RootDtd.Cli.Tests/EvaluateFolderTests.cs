@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using RootDtd.Evaluation.Benchmark;
 using RootDtd.Evaluation.Data;
 using RootDtd.Imaging;
@@ -9,6 +8,7 @@ using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
 using Xunit;
+using RootDtd.TestKit;
 
 namespace RootDtd.Cli.Tests;
 
@@ -112,20 +112,6 @@ public sealed class EvaluateFolderTests
         r.Error.Should().Contain("class folder '0' is not a class of --labels");
     }
 
-    /// <summary>The report JSON without the measured times (ms/img and seconds of the cost table), which no two runs share.</summary>
-    private static string WithoutTimes(string json)
-    {
-        var root = JsonNode.Parse(json)!;
-        foreach (var table in root["tables"]!.AsArray())
-            foreach (var row in table!["rows"]!.AsArray())
-            {
-                var values = row!["values"]!.AsObject();
-                values.Remove("ms_img");
-                values.Remove("seconds");
-            }
-        return root.ToJsonString();
-    }
-
     // PGD's counts merge like the other sums (the synthetic ShardMergeTests cover it); here the folder's slicing matters
     private static readonly string[] ShardedRun = { "--methods", "gradient", "--protocols", "perturbation,localisation", "--gallery", "3", "--batch", "2" };
 
@@ -154,7 +140,7 @@ public sealed class EvaluateFolderTests
         m.ExitCode.Should().Be(0, m.ToString());
         m.Out.Should().Contain("merged 3 shard(s), 6 samples");
         var singleJson = File.ReadAllText(Path.Combine(single, "tiny.json"));
-        WithoutTimes(File.ReadAllText(Path.Combine(merged, "tiny.json"))).Should().Be(WithoutTimes(singleJson),
+        ReportJson.WithoutTimes(File.ReadAllText(Path.Combine(merged, "tiny.json"))).Should().Be(ReportJson.WithoutTimes(singleJson),
             "means merge by counts, IoU by summed intersections and unions, curves by summed counts: the same numbers in the same order");
         singleJson.Should().Contain("\"auc_plus_coarse\": ").And.Contain("\"miou\"");
         // the same data description (no absolute paths, the file list's digest) in both reports
@@ -210,7 +196,7 @@ public sealed class EvaluateFolderTests
         // and with shard 0/2 it merges into the unsharded numbers
         var first = FolderBenchmark.Run(model, plan, loader, settings with { Shard = (0, 2), Resume = false });
         var states = new[] { first.State, resumed.State }.Select(st => RootDtd.Evaluation.Sharding.BenchmarkRunState.FromJson(st.ToJson(), "state")).ToList();
-        WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(states))).Should().Be(WithoutTimes(BenchmarkReport.ToJson(full.Result)));
+        ReportJson.WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(states))).Should().Be(ReportJson.WithoutTimes(BenchmarkReport.ToJson(full.Result)));
     }
 
     [Fact]

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using FluentAssertions;
 using RootDtd.Evaluation.Benchmark;
 using RootDtd.Evaluation.Metrics;
@@ -6,6 +5,7 @@ using RootDtd.Evaluation.Sharding;
 using RootDtd.Evaluation.Training;
 using TorchSharp;
 using Xunit;
+using RootDtd.TestKit;
 
 namespace RootDtd.Evaluation.Tests.Sharding;
 
@@ -34,20 +34,6 @@ public sealed class ShardMergeTests
         return model;
     }
 
-    /// <summary>The report JSON without the measured times (ms/img and seconds of the cost table), which no two runs share.</summary>
-    private static string WithoutTimes(string json)
-    {
-        var root = JsonNode.Parse(json)!;
-        foreach (var table in root["tables"]!.AsArray())
-            foreach (var row in table!["rows"]!.AsArray())
-            {
-                var values = row!["values"]!.AsObject();
-                values.Remove("ms_img");
-                values.Remove("seconds");
-            }
-        return root.ToJsonString();
-    }
-
     [Fact]
     public void Three_shards_merged_give_the_unsharded_report_exactly()
     {
@@ -74,7 +60,7 @@ public sealed class ShardMergeTests
 
             var merged = BenchmarkResult.FromStates(states);
             var json = BenchmarkReport.ToJson(merged);
-            WithoutTimes(json).Should().Be(WithoutTimes(single), "means merge by counts, IoU by summed intersections and unions, curves by summed counts — exactly");
+            ReportJson.WithoutTimes(json).Should().Be(ReportJson.WithoutTimes(single), "means merge by counts, IoU by summed intersections and unions, curves by summed counts — exactly");
             merged.Gallery.Should().HaveCount(2);
             merged.Methods.Should().OnlyContain(r => r.GalleryHeatmaps != null && r.GalleryHeatmaps.Length == 2);
             merged.Methods[1].RootScores!.LogitRoot.Should().HaveCount(Samples, "per-sample root scores are concatenated in sample order");
@@ -110,7 +96,7 @@ public sealed class ShardMergeTests
             var options = Options() with { Protocols = BenchmarkProtocols.Perturbation | BenchmarkProtocols.Localization, Methods = new[] { BenchmarkMethod.Of("epsilon-plus-flat") } };
             var shard = BenchmarkShard.Whole(Samples);
             string full;
-            using (var model = Model()) full = WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(new[] { new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard) })));
+            using (var model = Model()) full = ReportJson.WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(new[] { new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard) })));
 
             // interrupt after the method's second batch: the last file written is what a killed process leaves
             string? saved = null;
@@ -135,7 +121,7 @@ public sealed class ShardMergeTests
                     .RunShard(images, masks, labels, shard, partial);
                 resumed.Complete.Should().BeTrue();
                 resumed.Methods[0].BatchesDone.Should().Equal(0, 2, 4);
-                WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(new[] { resumed }))).Should().Be(full);
+                ReportJson.WithoutTimes(BenchmarkReport.ToJson(BenchmarkResult.FromStates(new[] { resumed }))).Should().Be(full);
             }
             explained.Should().NotBeEmpty().And.OnlyContain(v => v >= 4, "only the last batch (samples 4 and 5) is explained again");
         }

@@ -1,4 +1,5 @@
 using RootDtd.Graph;
+using RootDtd.Models;
 using RootDtd.Rules;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -95,5 +96,29 @@ internal static class TestNets
         var context = new RuleContext(node, inputs, output, relevance, domain, low, high, new ExplanationRecorder(false, false));
         var result = rule.Propagate(context);
         return result[which].to(float64).contiguous().data<double>().ToArray();
+    }
+
+    /// <summary>
+    /// A small timm-layout ViT in float64 (default 16² images, patch 4, width 16, 2 blocks, 2 heads, 5 classes), seeded:
+    /// weights ~ N(0, 1/fan-in), LayerNorm scales 1 ± 0.2; biases, class token and position embedding 0.3·N(0, 1),
+    /// or zero (class token 0.5·N(0, 1)) when <paramref name="biasFree"/>.
+    /// </summary>
+    public static VisionTransformer SmallVit(bool biasFree, long seed = 11, int imageSize = 16, int patch = 4, int embed = 16, int depth = 2, int heads = 2)
+    {
+        torch.manual_seed(seed);
+        var vit = new VisionTransformer(new VisionTransformerOptions { ImageSize = imageSize, PatchSize = patch, EmbedDim = embed, Depth = depth, NumHeads = heads, NumClasses = 5 });
+        using (torch.no_grad())
+        {
+            foreach (var (name, p) in vit.named_parameters())
+            {
+                if (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 1) p.copy_(1 + 0.2 * torch.randn_like(p));
+                else if (name.EndsWith(".weight", StringComparison.Ordinal)) p.copy_(torch.randn_like(p) / Math.Sqrt(p.numel() / p.shape[0]));
+                else p.copy_(biasFree ? torch.zeros_like(p) : 0.3 * torch.randn_like(p));
+            }
+            if (biasFree) vit.ClassToken.copy_(0.5 * torch.randn_like(vit.ClassToken));
+        }
+        vit.to(float64);
+        vit.eval();
+        return vit;
     }
 }

@@ -109,33 +109,11 @@ public class TransformerCoreTests
         TestNets.RelativeDifference(result[1], expected).Should().BeLessThan(1e-14);
     }
 
-    private static VisionTransformer SmallVit(bool biasFree, long seed = 11)
-    {
-        torch.manual_seed(seed);
-        var vit = new VisionTransformer(new VisionTransformerOptions { ImageSize = 16, PatchSize = 4, EmbedDim = 16, Depth = 2, NumHeads = 2, NumClasses = 5 });
-        using (torch.no_grad())
-        {
-            foreach (var (name, p) in vit.named_parameters())
-            {
-                if (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 1) p.copy_(1 + 0.2 * torch.randn_like(p));
-                else if (name.EndsWith(".weight", StringComparison.Ordinal)) p.copy_(torch.randn_like(p) / Math.Sqrt(p.numel() / p.shape[0]));
-                else p.copy_(biasFree ? torch.zeros_like(p) : 0.3 * torch.randn_like(p));
-            }
-            if (biasFree)
-            {
-                vit.ClassToken.copy_(0.5 * torch.randn_like(vit.ClassToken));
-            }
-        }
-        vit.to(float64);
-        vit.eval();
-        return vit;
-    }
-
     [Fact]
     public void BiasFreeVitWithEpsilonZeroConservesTheLogitAtEveryBlockInput()
     {
         using var _ = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: true);
+        using var vit = TestNets.SmallVit(biasFree: true);
         torch.manual_seed(3);
         var x = torch.rand(3, 3, 16, 16, dtype: float64) * 2 - 1;
         var positions = new[] { "add_pos_embed", "blocks.0", "blocks.1", "norm", "pool" };
@@ -156,7 +134,7 @@ public class TransformerCoreTests
     public void ParametersReportTheRelevanceTheyAbsorb()
     {
         using var _ = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(4);
         var x = torch.rand(2, 3, 16, 16, dtype: float64) * 2 - 1;
         using var explainer = new Explainer(vit, TransformerComposites.ConservativePropagation(0));
@@ -186,7 +164,7 @@ public class TransformerCoreTests
     public void BatchEqualsEachSampleAlone(string method)
     {
         using var _ = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(5);
         var x = torch.rand(3, 3, 16, 16, dtype: float64) * 2 - 1;
         var targets = new long[] { 1, 4, 2 };
@@ -207,7 +185,7 @@ public class TransformerCoreTests
     public void TokenMapsAreUpsampledBilinearlyOntoTheImage()
     {
         using var _ = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(6);
         var x = torch.rand(2, 3, 16, 16, dtype: float64);
         using var explainer = new Explainer(vit, TransformerComposites.Rollout());
@@ -223,7 +201,7 @@ public class TransformerCoreTests
     public void BadImageSizesNameTheModule()
     {
         using var _ = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         using var explainer = new Explainer(vit, TransformerComposites.ConservativePropagation());
         var notDivisible = () => explainer.Explain(torch.rand(1, 3, 18, 18, dtype: float64));
         notDivisible.Should().Throw<ArgumentException>().WithMessage("*patch_embed.proj*not divisible by the patch size 4*");

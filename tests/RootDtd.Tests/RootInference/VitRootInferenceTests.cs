@@ -25,25 +25,6 @@ public class VitRootInferenceTests
 
     public VitRootInferenceTests(ITestOutputHelper output) => _output = output;
 
-    internal static VisionTransformer SmallVit(bool biasFree, long seed = 11, int imageSize = 16, int patch = 4, int embed = 16, int depth = 2, int heads = 2)
-    {
-        torch.manual_seed(seed);
-        var vit = new VisionTransformer(new VisionTransformerOptions { ImageSize = imageSize, PatchSize = patch, EmbedDim = embed, Depth = depth, NumHeads = heads, NumClasses = 5 });
-        using (torch.no_grad())
-        {
-            foreach (var (name, p) in vit.named_parameters())
-            {
-                if (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 1) p.copy_(1 + 0.2 * torch.randn_like(p));
-                else if (name.EndsWith(".weight", StringComparison.Ordinal)) p.copy_(torch.randn_like(p) / Math.Sqrt(p.numel() / p.shape[0]));
-                else p.copy_(biasFree ? torch.zeros_like(p) : 0.3 * torch.randn_like(p));
-            }
-            if (biasFree) vit.ClassToken.copy_(0.5 * torch.randn_like(vit.ClassToken));
-        }
-        vit.to(float64);
-        vit.eval();
-        return vit;
-    }
-
     [Fact]
     public void CheferRootWithZeroStepsReproducesTheGoldenCheferMap()
     {
@@ -82,7 +63,7 @@ public class VitRootInferenceTests
     public void RootWithZeroStepsOnABiasFreeVitConservesAtEveryBlockInput()
     {
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: true);
+        using var vit = TestNets.SmallVit(biasFree: true);
         torch.manual_seed(3);
         var x = torch.rand(3, 3, 16, 16, dtype: float64) * 2 - 1;
         var positions = new[] { "add_pos_embed", "blocks.0", "blocks.1", "norm", "pool" };
@@ -112,7 +93,7 @@ public class VitRootInferenceTests
         // input relevance plus what every node absorbed is the logit, and only units and the class token absorb more
         // than stabiliser-sized amounts on a bias-free ViT.
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: true);
+        using var vit = TestNets.SmallVit(biasFree: true);
         torch.manual_seed(4);
         var x = torch.rand(2, 3, 16, 16, dtype: float64) * 2 - 1;
         using var explainer = new Explainer(vit, MethodCatalog.Parse("root"));
@@ -134,7 +115,7 @@ public class VitRootInferenceTests
     public void QkvIsThreeUnitsAndZeroRelevanceUnitsAreNotFitted()
     {
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(5);
         var x = torch.rand(2, 3, 16, 16, dtype: float64) * 2 - 1;
         using var low = torch.tensor(-1.0, dtype: float64);
@@ -209,7 +190,7 @@ public class VitRootInferenceTests
     public void BatchEqualsEachSampleAlone(string method, double tolerance)
     {
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(7);
         var x = torch.rand(3, 3, 16, 16, dtype: float64) * 2 - 1;
         var targets = new long[] { 1, 4, 2 };
@@ -235,7 +216,7 @@ public class VitRootInferenceTests
     public void TheLossNeverIncreasesPerUnitAndSample(string method)
     {
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         torch.manual_seed(8);
         var x = torch.rand(3, 3, 16, 16, dtype: float64) * 2 - 1;
         using var explainer = new Explainer(vit, MethodCatalog.Parse(method), new ExplainerOptions { CollectDiagnostics = true });
@@ -328,7 +309,7 @@ public class VitRootInferenceTests
     public void GeluTaylor2IsAnOptionOfRootAndOnlyTouchesGelus()
     {
         using var scope = torch.NewDisposeScope();
-        using var vit = SmallVit(biasFree: false);
+        using var vit = TestNets.SmallVit(biasFree: false);
         using var taylor = new Explainer(vit, MethodCatalog.Parse("root:gelu=taylor2"));
         taylor.RuleAssignment.Where(a => a.Node.EndsWith("mlp.act", StringComparison.Ordinal)).Should().OnlyContain(a => a.Rule.StartsWith("Taylor2(GELU", StringComparison.Ordinal)).And.HaveCount(2);
         using var pass = new Explainer(vit, MethodCatalog.Parse("root"));
@@ -353,7 +334,7 @@ public class VitRootInferenceTests
     [Fact]
     public void RootOnAVitKeepsMemoryFlatOverFiveHundredExplanations()
     {
-        using var vit = SmallVit(biasFree: false, imageSize: 8, patch: 4, embed: 8, depth: 1, heads: 2);
+        using var vit = TestNets.SmallVit(biasFree: false, imageSize: 8, patch: 4, embed: 8, depth: 1, heads: 2);
         vit.to(float32);
         torch.manual_seed(10);
         using var x = torch.rand(50, 3, 8, 8) * 2 - 1;

@@ -123,12 +123,17 @@ public sealed class Agf : AttributionProcedure
 
     private static Tensor MaxPerSample(Tensor t) => t.amax(Enumerable.Range(1, (int)t.dim() - 1).Select(d => (long)d).ToArray(), keepdim: true);
 
-    /// <summary>C + R − (Σ R / |support of C|) on the support of C, per sample.</summary>
+    /// <summary>
+    /// C + R − (Σ R / |support of C|) on the support of C, per sample. A sample whose C has no support (no relevance
+    /// reached the unit: every unit above it dead for that sample) has nothing to shift: its result is C + R, and R is 0
+    /// there in both callers (they keep R on the support of C). The count is taken as at least 1 for that case only; the
+    /// plain quotient was 0/0 = NaN, which the map carried to the input wherever a ReLU below was open.
+    /// </summary>
     internal static Tensor DeltaShift(Tensor c, Tensor r)
     {
         var dims = Enumerable.Range(1, (int)r.dim() - 1).Select(d => (long)d).ToArray();
         var support = c.ne(0).to(c.dtype);
-        return c + r - r.sum(dims, keepdim: true) / support.sum(dims, keepdim: true) * support;
+        return c + r - r.sum(dims, keepdim: true) / support.sum(dims, keepdim: true).clamp(min: 1) * support;
     }
 
     private static Tensor[] Vjp(GraphNode node, Tensor[] inputs, Tensor v)

@@ -107,6 +107,54 @@ public class AgfTests
     }
 
     [Fact]
+    public void DeltaShiftOfAnEmptySupportIsC()
+    {
+        using var scope = torch.NewDisposeScope();
+        // sample 0: C = 0 everywhere (no relevance reached the unit): no support, nothing to shift, the result is C = 0
+        // (Σ R / |support| was 0/0 = NaN); sample 1: support {0, 2}, Σ R = 4 over 2 positions
+        var c = torch.tensor(new[] { 0.0, 0, 0, 1, 0, 2 }).view(2, 3);
+        var r = torch.tensor(new[] { 0.0, 0, 0, 3, 0, 1 }).view(2, 3);
+        Values(Agf.DeltaShift(c, r)).Should().Equal(new[] { 0.0, 0, 0, 1 + 3 - 2, 0, 2 + 1 - 2 }, (p, q) => Math.Abs(p - q) < 1e-12);
+    }
+
+    [Theory]
+    [InlineData("agf")]
+    [InlineData("agf-root:steps=3")]
+    public void ASampleWhoseHiddenUnitsAreAllDeadGetsAZeroMapNotNaN(string spec)
+    {
+        // conv → ReLU → flatten → fc → ReLU → fc (the layout of fuzz net 5): sample 0 lights only conv channel 0, which
+        // drives every fc0 unit below 0, so AGF's start relevance a ⊙ g is 0 there and fc0's C has no support (its delta
+        // shift divided 0 by 0); the conv's ReLU is open, so the NaN reached the map. Sample 1 lights channel 1: ordinary.
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(24);
+        var model = nn.Sequential(("conv", nn.Conv2d(3, 2, 1, bias: false)), ("relu", nn.ReLU()), ("flatten", nn.Flatten()),
+            ("fc0", nn.Linear(2 * 4 * 4, 3)), ("frelu", nn.ReLU()), ("out", nn.Linear(3, 2)));
+        model.to(float64);
+        model.eval();
+        var conv = (Conv2d)model[0];
+        var fc0 = (Linear)model[3];
+        using (torch.no_grad())
+        {
+            conv.weight!.zero_();
+            conv.weight![0, 0] = torch.ones(1, 1, dtype: float64);
+            conv.weight![1, 1] = torch.ones(1, 1, dtype: float64);
+            fc0.weight!.copy_(torch.cat(new[] { -torch.ones(3, 16, dtype: float64), torch.ones(3, 16, dtype: float64) }, 1));
+            fc0.bias!.copy_(torch.tensor(new[] { -1.0, -2, -3 }, float64));
+        }
+        var x = torch.zeros(new long[] { 2, 3, 4, 4 }, float64);
+        x[0, 0] = torch.rand(4, 4, dtype: float64) + 0.5;
+        x[1, 1] = torch.rand(4, 4, dtype: float64) + 0.5;
+        var targets = new long[] { 1, 1 };
+        using var explainer = new Explainer(model, MethodCatalog.Parse(spec));
+        using var both = explainer.Explain(x, targets);
+        Values(both.InputRelevance).Should().OnlyContain(v => double.IsFinite(v));
+        Values(both.InputRelevance[0]).Should().OnlyContain(v => v == 0, "the target logit does not depend on sample 0's input: AGF's start relevance is 0");
+        both.InputRelevance[1].abs().sum().item<double>().Should().BeGreaterThan(0);
+        using var alone = explainer.Explain(x.narrow(0, 1, 1), new[] { targets[1] });
+        TestNets.RelativeDifference(both.InputRelevance.narrow(0, 1, 1), alone.InputRelevance).Should().BeLessThan(1e-9);
+    }
+
+    [Fact]
     public void AgfAndAgfRootDifferAndRootRecordsItsUnits()
     {
         using var scope = torch.NewDisposeScope();

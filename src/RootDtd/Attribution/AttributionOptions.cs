@@ -3,7 +3,7 @@ namespace RootDtd.Attribution;
 /// <summary>Options of <c>gradcam</c> and <c>gradcam-plus-plus</c>.</summary>
 public sealed record GradCamOptions
 {
-    /// <summary>Module path of the target layer; empty = <see cref="GradCam.DefaultLayer"/> (ResNet <c>layer4</c>, else the last conv's ReLU).</summary>
+    /// <summary>Module path of the target layer; empty = <see cref="GradCam.DefaultLayer"/> (ResNet <c>layer4</c>, else the last conv's ReLU; a ViT: the last block's <c>norm1</c> patch tokens).</summary>
     public string Layer { get; init; } = "";
 }
 

@@ -23,6 +23,11 @@ public enum GradCamWeighting
 /// target logit through the relevance graph (one forward with autograd and one backward per batch). Default layer
 /// (<see cref="DefaultLayer"/>): the module <c>layer4</c> when the model has one (torchvision ResNets), otherwise the
 /// output of the last convolution, taken after its ReLU when a ReLU directly follows it (VGG: the last conv's ReLU).
+/// On a Vision Transformer (a graph with a <see cref="TokenLayout"/>) a token layer's output [B, N, D] is the feature
+/// map: the prefix (class) tokens are dropped and the patch tokens reshaped to the patch grid [B, D, h, w] (channels =
+/// the D features); the default layer is the last block's first LayerNorm (<c>blocks.{L−1}.norm1</c>: the tokens the last
+/// block attends over, normalised), because the output of the last block reaches the logit only through its class
+/// token, so the gradient at its patch tokens is zero.
 /// </summary>
 public sealed class GradCam : AttributionProcedure
 {
@@ -49,6 +54,13 @@ public sealed class GradCam : AttributionProcedure
     {
         ArgumentNullException.ThrowIfNull(graph);
         if (graph.ModuleOutputs.TryGetValue("layer4", out var l4)) return ("layer4", l4);
+        if (graph.TokenLayout is not null)
+        {
+            var norm1 = graph.ModuleOutputs.Where(kv => IsBlockNorm1(kv.Key)).OrderBy(kv => kv.Value).LastOrDefault();
+            return norm1.Key is not null
+                ? (norm1.Key, norm1.Value)
+                : throw new ArgumentException("Grad-CAM: the transformer has no module 'blocks.{i}.norm1' (the default target layer of a ViT); give layer=<module path> of a token layer [B, N, D].");
+        }
         var conv = graph.Units.LastOrDefault(u => u.Unit.Kind == LinearUnitKind.Convolution2d)
             ?? throw new ArgumentException("Grad-CAM needs a convolution layer; the model has none (give layer=<module path>).");
         var node = conv.Index;
@@ -56,6 +68,30 @@ public sealed class GradCam : AttributionProcedure
         if (consumers.Count == 1 && consumers[0].Kind == NodeKind.Activation && consumers[0].ClampsToNonNegative) node = consumers[0].Index;
         var name = graph.ModuleOutputs.Where(kv => kv.Value == node).Select(kv => kv.Key).OrderByDescending(k => k.Length).FirstOrDefault() ?? graph.Nodes[node].Name;
         return (name, node);
+    }
+
+    private static bool IsBlockNorm1(string path)
+    {
+        var parts = path.Split('.');
+        return parts.Length >= 3 && parts[^1] == "norm1" && parts[^3] == "blocks" && int.TryParse(parts[^2], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _);
+    }
+
+    /// <summary>
+    /// The patch tokens of a token layer's output <paramref name="tokens"/> [B, N, D] as a feature map [B, D, h, w]
+    /// (prefix tokens dropped, patch t = row·w + column), or <see langword="null"/> when the graph has no token layout.
+    /// </summary>
+    /// <param name="tokens">Tokens [B, N, D].</param>
+    /// <param name="layout">Token layout of the graph.</param>
+    /// <param name="name">Module path (for the error).</param>
+    /// <returns>The feature map.</returns>
+    public static Tensor TokensToGrid(Tensor tokens, TokenLayout layout, string name)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(layout);
+        var patches = (long)layout.GridHeight * layout.GridWidth;
+        if (tokens.dim() != 3 || tokens.shape[1] != layout.PrefixTokens + patches)
+            throw new ArgumentException($"Grad-CAM: the output of '{name}' has shape [{string.Join(", ", tokens.shape)}]; a token layer [B, {layout.PrefixTokens + patches}, D] ({layout.PrefixTokens} class token(s) + {layout.GridHeight}×{layout.GridWidth} patches) or a feature map [B,K,h,w] is needed.");
+        return tokens.narrow(1, layout.PrefixTokens, patches).transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], layout.GridHeight, layout.GridWidth);
     }
 
     /// <summary>The (module path, node index) this procedure uses on <paramref name="graph"/>.</summary>
@@ -84,14 +120,25 @@ public sealed class GradCam : AttributionProcedure
             a = outputs[index];
             score = context.TargetScore(outputs[context.Graph.OutputIndex], leaf).sum();
         }
-        if (a.dim() != 4)
-            throw new ArgumentException($"Grad-CAM: the output of '{name}' has shape [{string.Join(", ", a.shape)}]; a feature map [B,K,h,w] is needed (choose a convolutional layer).");
+        var layout = context.Graph.TokenLayout;
+        if (a.dim() != 4 && !(layout is not null && a.dim() == 3))
+            throw new ArgumentException(layout is null
+                ? $"Grad-CAM: the output of '{name}' has shape [{string.Join(", ", a.shape)}]; a feature map [B,K,h,w] is needed (choose a convolutional layer)."
+                : $"Grad-CAM: the output of '{name}' has shape [{string.Join(", ", a.shape)}]; a token layer [B, N, D] or a feature map [B,K,h,w] is needed (default: '{DefaultLayer(context.Graph).Name}').");
         // validated before autograd.grad, which aborts the process instead of throwing
         if (!a.requires_grad || !score.requires_grad)
             throw new ExplanationException($"Grad-CAM: the target logit does not depend on '{name}' through autograd.");
+        if (a.dim() == 3) TokensToGrid(a.detach(), layout!, name).Dispose(); // shape checked before autograd.grad
         var g = torch.autograd.grad(new[] { score }, new[] { a }, allow_unused: true)[0];
         if (g is null || g.IsInvalid) g = torch.zeros_like(a);
         var act = a.detach();
+        if (a.dim() == 3)
+        {
+            act = TokensToGrid(act, layout!, name);
+            g = TokensToGrid(g, layout!, name);
+            if (!g.ne(0).any().item<bool>())
+                throw new ExplanationException($"Grad-CAM: the target logit does not depend on the patch tokens of '{name}' (after the last block only the class token is read); choose an earlier token layer, e.g. the default '{DefaultLayer(context.Graph).Name}'.");
+        }
         Tensor weights;
         if (Weighting == GradCamWeighting.Mean)
         {

@@ -209,7 +209,7 @@ public static class MethodCatalog
 
     private static void AddAttributionMethods()
     {
-        var layer = MethodParameter<GradCamOptions>.Text("layer", "module path of the target layer (default: layer4, else the last conv's ReLU)", o => o.Layer, (o, v) => o with { Layer = v });
+        var layer = MethodParameter<GradCamOptions>.Text("layer", "module path of the target layer (default: layer4, else the last conv's ReLU; on a ViT blocks.{L-1}.norm1)", o => o.Layer, (o, v) => o with { Layer = v });
         Add("gradcam", "Grad-CAM: ReLU(Σ_k mean(∂y/∂A_k)·A_k) at a layer, upsampled to the input", o => AttributionComposites.GradCam(o.Layer), layer);
         Add("gradcam-plus-plus", "Grad-CAM++ channel weights (Chattopadhyay et al. 2018) at a layer, upsampled to the input", o => AttributionComposites.GradCamPlusPlus(o.Layer), layer);
         Add("smoothgrad", "SmoothGrad: the mean of a base method over n noisy copies, σ = noise·(max − min) per sample",

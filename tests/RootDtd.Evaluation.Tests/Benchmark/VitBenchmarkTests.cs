@@ -53,7 +53,7 @@ public class VitBenchmarkTests
     [Fact]
     public void VitListsAreWhatFullDemoAndAblationsMeanOnATransformer()
     {
-        BenchmarkMethods.Vit.Select(m => m.Spec).Should().Equal("rollout", "raw-attention", "chefer", "chefer-root", "cp-lrp", "attn-lrp", "root", "gradient-x-input");
+        BenchmarkMethods.Vit.Select(m => m.Spec).Should().Equal("rollout", "raw-attention", "chefer", "chefer-root", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam");
         BenchmarkMethods.ParseList("full", transformer: true).Should().BeSameAs(BenchmarkMethods.Vit);
         BenchmarkMethods.ParseList("all", transformer: true).Should().BeSameAs(BenchmarkMethods.Vit);
         BenchmarkMethods.ParseList("demo", transformer: true).Should().BeSameAs(BenchmarkMethods.VitDemo);
@@ -72,7 +72,7 @@ public class VitBenchmarkTests
             s.Reason.Should().Contain(s.Spec);
         }
         ok.Select(m => m.Spec).Concat(skipped.Select(s => s.Spec)).Should().BeEquivalentTo(BenchmarkMethods.Vit.Select(m => m.Spec));
-        ok.Select(m => m.Spec).Should().Contain(new[] { "rollout", "raw-attention", "chefer", "cp-lrp", "attn-lrp", "root", "gradient-x-input" });
+        ok.Select(m => m.Spec).Should().Contain(new[] { "rollout", "raw-attention", "chefer", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam" });
 
         var ablations = BenchmarkMethods.ResolveAblations(BenchmarkMethods.VitAblations, out var skippedAblations);
         ablations.Select(a => a.Label).Should().Contain(new[] { "root (default)", "root steps = 0", "root steps = 5", "root steps = 20", "root positive constraint off" });
@@ -83,11 +83,11 @@ public class VitBenchmarkTests
     [Fact]
     public void EveryProtocolRunsOnAViTAndTheLinearRegionCheckIsMarkedNotApplicable()
     {
-        var methods = new[] { BenchmarkMethod.Of("rollout"), BenchmarkMethod.Of("chefer"), BenchmarkMethod.Of("root:steps=2"), BenchmarkMethod.Of("gradient-x-input") };
+        var methods = new[] { BenchmarkMethod.Of("rollout"), BenchmarkMethod.Of("chefer"), BenchmarkMethod.Of("root:steps=2"), BenchmarkMethod.Of("gradient-x-input"), BenchmarkMethod.Of("gradcam") };
         var ablations = new[] { RootAblation.OfSpec("root steps = 0", "root:steps=0"), RootAblation.OfSpec("no such parameter", "root:nosuch=1") };
         var result = Run(methods, BenchmarkProtocols.All, ablations);
 
-        result.Methods.Select(m => m.Label).Should().Equal("rollout", "chefer", "root:steps=2", "gradient-x-input");
+        result.Methods.Select(m => m.Label).Should().Equal("rollout", "chefer", "root:steps=2", "gradient-x-input", "gradcam");
         result.Methods.Should().OnlyContain(m => m.Error == null);
         foreach (var m in result.Methods)
         {

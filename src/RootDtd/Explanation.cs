@@ -47,8 +47,19 @@ public sealed class ExplanationRecorder
     /// <summary>Adds one unit's diagnostics.</summary>
     public void Add(UnitDiagnostics diagnostics) => Diagnostics.Add(diagnostics);
 
-    /// <summary>Keeps a tensor under <paramref name="key"/> (e.g. <c>conv1/root</c>); the explanation owns it afterwards.</summary>
-    public void Keep(string key, Tensor tensor) => Tensors[key] = tensor.detach().MoveToOuterDisposeScope();
+    /// <summary>
+    /// Keeps a tensor under <paramref name="key"/> (e.g. <c>conv1/root</c>); the explanation owns it afterwards. The kept
+    /// copy belongs to no dispose scope (a rule or procedure may call this inside scopes of its own, which would dispose
+    /// a tensor only moved one scope out: agf-root's roots were); a tensor kept again under the same key replaces and
+    /// disposes the previous one.
+    /// </summary>
+    public void Keep(string key, Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var kept = tensor.detach().DetachFromDisposeScope();
+        if (Tensors.TryGetValue(key, out var previous) && !ReferenceEquals(previous, kept)) previous.Dispose();
+        Tensors[key] = kept;
+    }
 }
 
 /// <summary>Σ relevance of every graph node (per sample) compared with the explained logit.</summary>

@@ -155,6 +155,48 @@ public class AgfTests
     }
 
     [Fact]
+    public void AgfRootKeepsItsRootsReadableOnAResNetOfTheCntkLayout()
+    {
+        // resnet18-imagenet-cntk's layout at toy widths (BasicBlocks 2-2-2-3, BatchNorm not folded: agf runs without
+        // canonizers). With RecordRoots (the benchmark's root checks) agf-root failed with "Tensor invalid -- empty
+        // handle": the roots were moved one dispose scope out of the solver, into AGF's own scope, which disposed them
+        // before the explanation was returned. The layout is not the cause; any net with a root-inferred unit shows it.
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(25);
+        using var net = new RootDtd.Models.ResNet(new[] { 2, 2, 2, 3 }, new[] { 4, 6, 8, 8 }, false, 5);
+        TestNets.RandomizeBatchNorm(net);
+        net.to(float64);
+        net.eval();
+        var x = torch.randn(new long[] { 2, 3, 32, 32 }, float64);
+        var targets = new long[] { 1, 3 };
+        using var recording = new Explainer(net, MethodCatalog.Parse("agf-root:steps=3"), new ExplainerOptions { RecordRoots = true, CollectDiagnostics = true });
+        using var plain = new Explainer(net, MethodCatalog.Parse("agf-root:steps=3"));
+        using var e = recording.Explain(x, targets);
+        using var reference = plain.Explain(x, targets);
+        var units = e.Diagnostics.Select(d => d.Unit).ToList();
+        units.Should().Contain("layer4.2.conv1", "the third block of layer4 is root-inferred too");
+        e.Tensors.Keys.Should().BeEquivalentTo(units.SelectMany(u => new[] { u + "/root", u + "/signal" }), "every root-inferred unit keeps its root and signal");
+        foreach (var (key, tensor) in e.Tensors)
+        {
+            tensor.IsInvalid.Should().BeFalse(key);
+            tensor.shape[0].Should().Be(2, key);
+            Values(tensor).Should().OnlyContain(v => double.IsFinite(v), key);
+            if (key.EndsWith("/root", StringComparison.Ordinal))
+                tensor.min().item<double>().Should().BeGreaterThanOrEqualTo(0, $"{key}: C is root-inferred at |x|, in the ReLU domain");
+        }
+        // recording changes nothing in the map
+        TestNets.RelativeDifference(e.InputRelevance, reference.InputRelevance).Should().Be(0);
+        // and every kept tensor dies with its explanation
+        var before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (var i = 0; i < 3; i++)
+        {
+            using var again = recording.Explain(x, targets);
+            again.Tensors.Should().NotBeEmpty();
+        }
+        DisposeScopeManager.Statistics.ThreadTotalLiveCount.Should().Be(before);
+    }
+
+    [Fact]
     public void AgfAndAgfRootDifferAndRootRecordsItsUnits()
     {
         using var scope = torch.NewDisposeScope();

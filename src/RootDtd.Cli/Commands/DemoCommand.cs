@@ -25,9 +25,10 @@ public sealed class DemoCommand : ICliCommand
         var samples = new Option<int>("--samples", "-n") { Description = "Images to explain and score.", DefaultValueFactory = _ => 32, HelpName = "N" };
         var model = new Option<string>("--model") { Description = "synthetic-resnet, synthetic-vgg, synthetic-vit, a comma-separated list of them, or all (default: the ResNet and the ViT side by side).", DefaultValueFactory = _ => DefaultModels, HelpName = "name[,name…]|all" };
         var gallery = new Option<int>("--gallery") { Description = "Images shown in the heatmap gallery (at most --samples).", DefaultValueFactory = _ => 4, HelpName = "N" };
+        var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs for every model, or 'demo' (the ResNet's root rule and best baselines; on synthetic-vit chefer, chefer-root, rollout, attn-lrp).", DefaultValueFactory = _ => "demo", HelpName = "demo|list" };
         var command = new Command("demo", "Explain a few generated images with the committed trained model (root rule and the best baselines); write a heatmap gallery and a metric table.")
         {
-            output, samples, model, gallery,
+            output, samples, model, gallery, methods,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -63,6 +64,13 @@ public sealed class DemoCommand : ICliCommand
 
             if (parse.GetValue(samples) < 1) throw new UsageException("--samples must be at least 1.");
             if (parse.GetValue(gallery) < 0) throw new UsageException("--gallery must be 0 or more.");
+            var methodText = parse.GetValue(methods);
+            if (string.IsNullOrWhiteSpace(methodText)) throw new UsageException("--methods needs 'demo' or at least one method name.");
+            foreach (var architecture in architectures)
+            {
+                BenchmarkMethods.Resolve(BenchmarkMethods.ParseList(methodText, architecture == SyntheticArchitecture.Vit), out var unknown);
+                if (unknown.Count > 0) throw new UsageException($"--methods: {string.Join("; ", unknown.Select(u => u.Reason))}");
+            }
             var clock = Stopwatch.StartNew();
             var dir = parse.GetValue(output)!;
             var o = environment.Out;
@@ -70,7 +78,7 @@ public sealed class DemoCommand : ICliCommand
             {
                 var modelClock = Stopwatch.StartNew();
                 var transformer = architecture == SyntheticArchitecture.Vit;
-                var methods = transformer ? BenchmarkMethods.VitDemo : BenchmarkMethods.Demo;
+                var methodList = BenchmarkMethods.ParseList(methodText, transformer);
                 var settings = new SyntheticBenchmarkSettings
                 {
                     Architecture = architecture,
@@ -80,14 +88,14 @@ public sealed class DemoCommand : ICliCommand
                     Prefix = architectures.Count == 1 ? "demo" : "demo-" + SyntheticModels.NameOf(architecture),
                     Options = new BenchmarkOptions
                     {
-                        Methods = methods,
+                        Methods = methodList,
                         Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Perturbation,
                         Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse, PerturbationSchedule.Fine } },
                         BatchSize = 32,
                         GallerySamples = parse.GetValue(gallery),
                     },
                 };
-                environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", methods.Select(m => m.Label))}) …");
+                environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", methodList.Select(m => m.Label))}) …");
                 var progress = new BenchmarkConsoleProgress(environment);
                 var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
                 var result = run.Result;

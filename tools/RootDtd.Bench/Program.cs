@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 // RootDtd benchmark: time per image of forward, forward + input gradient and every composite of MethodCatalog.All on
 // torchvision-shape models (random weights, eval, CPU), plus an optional memory-stability loop. See README in this folder.
 //   dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|a,b]
-//       [--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--out results.md]
+//       [--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--memory N] [--memory-size 112] [--out results.md]
 
 TorchSharpNative.EnsureLoadable();
 var options = BenchOptions.Parse(args);
@@ -30,8 +30,10 @@ Out($"- machine: {Environment.ProcessorCount} logical CPUs, {RuntimeInformationT
 Out($"- TorchSharp native: {TorchSharpNative.Description}");
 Out($"- images {options.Size}×{options.Size}, float32, CPU, random weights (seed 0), eval; median of {options.Repeats} timed runs after {options.Warmup} warm-up run(s)");
 Out($"- ratio = method time / (forward + input gradient) of the same model and batch, measured in the same run");
+if (options.CpuTime) Out("- CPU columns: process CPU time (user + system, all threads) per run, median of the same runs; on a loaded machine prefer them with --threads 1");
 Out();
 
+var cpuMs = new Dictionary<string, double>();   // process CPU time (median per timed item) of the current model and batch
 var methods = options.Methods is null
     ? MethodCatalog.All.ToList()
     : options.Methods.Select(MethodCatalog.Get).ToList();
@@ -49,6 +51,7 @@ foreach (var modelName in options.Models)
         using var x = isCntk ? torch.rand(batch, 3, options.Size, options.Size).mul(255).sub(meanImage!) : torch.randn(batch, 3, options.Size, options.Size);
         var rows = new List<(string Name, double Ms, string Note)>();
         var uncheckedMs = new Dictionary<string, double>();
+        cpuMs.Clear();
         var label = $"{modelName} b={batch}";
 
         var forward = Time(label, "forward", () =>
@@ -123,6 +126,12 @@ foreach (var modelName in options.Models)
         var withChefer = chefer > 0 && !double.IsNaN(chefer);
         var cheferHeader = withChefer ? " × chefer |" : "";
         var cheferRule = withChefer ? "---:|" : "";
+        var gradientCpu = cpuMs.GetValueOrDefault("forward+gradient", double.NaN);
+        if (options.CpuTime)
+        {
+            cheferHeader += " CPU ms/image | × forward+gradient, CPU |";
+            cheferRule += "---:|---:|";
+        }
         Out(options.AlsoUnchecked
             ? $"| method | ms/image | × forward+gradient |{cheferHeader} ms/image, VerifyForward off | × forward+gradient, VerifyForward off | note |"
             : $"| method | ms/image | × forward+gradient |{cheferHeader} note |");
@@ -132,6 +141,10 @@ foreach (var modelName in options.Models)
             var perImage = ms / batch;
             var ratio = ms / gradient;
             var extra = withChefer ? (double.IsNaN(ms) ? " – |" : string.Create(CultureInfo.InvariantCulture, $" {ms / chefer:F2} |")) : "";
+            if (options.CpuTime)
+                extra += cpuMs.TryGetValue(CpuKey(name), out var cpu) && !double.IsNaN(ms)
+                    ? string.Create(CultureInfo.InvariantCulture, $" {cpu / batch:F1} | {cpu / gradientCpu:F2} |")
+                    : " – | – |";
             if (options.AlsoUnchecked)
                 extra += uncheckedMs.TryGetValue(name, out var u)
                     ? string.Create(CultureInfo.InvariantCulture, $" {u / batch:F1} | {u / gradient:F2} |")
@@ -175,6 +188,14 @@ if (options.OutFile is { } outFile)
 }
 return 0;
 
+// the row names of forward and forward + gradient are not the names they were timed under
+static string CpuKey(string row) => row switch
+{
+    "forward (no_grad)" => "forward",
+    "forward + input gradient" => "forward+gradient",
+    _ => row,
+};
+
 double Time(string label, string what, Action run)
 {
     for (var i = 0; i < options.Warmup; i++)
@@ -183,15 +204,27 @@ double Time(string label, string what, Action run)
         run();
     }
     var times = new List<double>();
+    var cpuTimes = new List<double>();
+    using var process = Process.GetCurrentProcess();
     for (var i = 0; i < options.Repeats; i++)
     {
+        process.Refresh();
+        var cpu0 = process.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         run();
         times.Add(sw.Elapsed.TotalMilliseconds);
-        Progress(string.Create(CultureInfo.InvariantCulture, $"[{label}] {what}: run {i + 1}/{options.Repeats} {times[^1]:F0} ms"));
+        process.Refresh();
+        cpuTimes.Add((process.TotalProcessorTime - cpu0).TotalMilliseconds);
+        Progress(string.Create(CultureInfo.InvariantCulture, $"[{label}] {what}: run {i + 1}/{options.Repeats} {times[^1]:F0} ms (CPU {cpuTimes[^1]:F0} ms)"));
     }
-    times.Sort();
-    return times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
+    cpuMs[what] = Median(cpuTimes);
+    return Median(times);
+}
+
+static double Median(List<double> values)
+{
+    values.Sort();
+    return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
 }
 
 void MemoryLoop(int iterations, int size, ExplanationMethod method)
@@ -254,7 +287,7 @@ static string RuntimeInformationText()
 }
 
 internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Methods, int Repeats, int Warmup, int Size, int Threads,
-    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false, bool Breakdown = true)
+    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false, bool Breakdown = true, bool CpuTime = false)
 {
     public static BenchOptions? Parse(string[] args)
     {
@@ -282,9 +315,11 @@ internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Me
                 case "--out": o = o with { OutFile = Next() }; break;
                 case "--unchecked": o = o with { AlsoUnchecked = true }; break;
                 case "--no-breakdown": o = o with { Breakdown = false }; break;
+                case "--cpu-time": o = o with { CpuTime = true }; break;
                 case "-h" or "--help":
                     Console.WriteLine("dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|name,...] " +
-                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
+                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
+                    Console.WriteLine("--cpu-time: also give every row's process CPU time (user + system, all threads) and its ratio; on a loaded machine use it with --threads 1");
                     Console.WriteLine("--no-breakdown: skip the extra run with diagnostics that gives root-inference methods their per-unit times");
                     Console.WriteLine("--unchecked: also time every method with ExplainerOptions.VerifyForward = false (no check of the graph against the model's own forward)");
                     Console.WriteLine("methods: " + string.Join(", ", MethodCatalog.All.Select(x => x.Name)));

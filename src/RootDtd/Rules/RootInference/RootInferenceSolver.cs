@@ -134,18 +134,18 @@ public static class RootInferenceSolver
             // difference is pure rounding, and a batch and a single sample, whose layer evaluations round differently,
             // accepted different steps and parted (docs/reliability.md). ΔL is accurate relative to its own size, so
             // its sign is the exact arithmetic's except on true ties. It costs a fourth layer evaluation per step.
-            var deltaF = map.Change(t, mask, candidate, candidateMask);
+            // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R);
+            // ΔF and F(T') share the split of the candidate into its halves
+            var (deltaF, candidateF) = map.ChangeAndValue(t, mask, candidate, candidateMask);
             var deltaLoss = Dot(deltaF, deltaF + 2 * (f - r));
             var accept = deltaLoss.le(0);
-            var acceptIn = accept.view(inShape);
-            // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R)
-            var candidateF = map.Apply(candidate, candidateMask);
+            var acceptIn = accept.to(x.dtype).view(inShape);
             // the loss of an accepted candidate, never above the previous one (the two differ by rounding at most there)
             var candidateLoss = torch.minimum(SquaredNorm(candidateF - r), loss);
 
-            var nextT = torch.where(acceptIn, candidate, t).MoveToOuterDisposeScope();
-            var nextMask = mask is null ? null : torch.where(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
-            var nextF = torch.where(accept.view(outShape), candidateF, f).MoveToOuterDisposeScope();
+            var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
+            var nextMask = mask is null ? null : Select(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
+            var nextF = Select(acceptIn.view(outShape), candidateF, f).MoveToOuterDisposeScope();
             var nextLoss = torch.where(accept, candidateLoss, loss).MoveToOuterDisposeScope();
             var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
             var nextAccepted = (accepted + accept.to(x.dtype)).MoveToOuterDisposeScope();
@@ -178,6 +178,17 @@ public static class RootInferenceSolver
         ScalarType.BFloat16 => 0.0078125,
         _ => 0.0009765625,
     };
+
+    /// <summary>
+    /// Per sample, <paramref name="whenAccepted"/> where <paramref name="accepted"/> (0 or 1, broadcast over the sample)
+    /// is 1, else <paramref name="otherwise"/>: exactly one of the two values (lerp with a weight of exactly 0 or 1 adds
+    /// a zero product to one of them), in one vectorised pass where torch.where walks element by element. Bool tensors
+    /// (the sign mask of a grouped layer) take torch.where.
+    /// </summary>
+    private static Tensor Select(Tensor accepted, Tensor whenAccepted, Tensor otherwise) =>
+        otherwise.dtype == ScalarType.Bool
+            ? torch.where(accepted.to(ScalarType.Bool), whenAccepted, otherwise)
+            : otherwise.lerp(whenAccepted, accepted);
 
     private static void Replace(ref Tensor current, Tensor next)
     {
@@ -263,30 +274,52 @@ public static class RootInferenceSolver
         /// <summary>True when F has two halves chosen by the sign mask of T (the positive map off the ReLU domain).</summary>
         public bool HasMask => _negative is not null;
 
-        public Tensor? Mask(Tensor t) => _negative is null ? null : t.ge(0);
+        /// <summary>
+        /// The sign mask of <paramref name="t"/>: for the stacked map the selector <c>[m | 1 − m]</c> along the feature
+        /// axis in t's dtype (m = [T ≥ 0]), which splits and recombines by multiplication; for a grouped layer the bool m.
+        /// </summary>
+        public Tensor? Mask(Tensor t)
+        {
+            if (_negative is null) return null;
+            var positive = t.ge(0);
+            if (_stacked is null) return positive;
+            return torch.cat(new[] { positive, positive.logical_not() }, _featureDim).to(t.dtype);
+        }
+
+        /// <summary>
+        /// <c>[v⊙m | v⊙(1−m)]</c>, the input of the stacked layer: the same values as selecting v or 0 (a product with
+        /// 0 or 1 is exact; only the sign of a zero may differ, which no later operation reads).
+        /// </summary>
+        private Tensor Split(Tensor v, Tensor selector) => torch.cat(new[] { v, v }, _featureDim).mul_(selector);
 
         public Tensor Apply(Tensor v, Tensor? mask)
         {
             if (mask is null) return _unit.Forward(v, _weight, null);
+            if (_stacked is not null) return _unit.Forward(Split(v, mask), _stacked, null);
             var vp = torch.where(mask, v, torch.zeros_like(v));
-            if (_stacked is not null) return _unit.Forward(torch.cat(new[] { vp, v - vp }, _featureDim), _stacked, null);
             return _unit.Forward(vp, _weight, null) + _unit.Forward(v - vp, _negative!, null);
         }
 
         /// <summary>
-        /// <c>F(T') − F(T)</c> from the change of the signal: the map applied to <c>T' − T</c>, or, masked, W⁺ applied
-        /// to the change of the positive part and W⁻ to the change of the negative part (F is continuous, so this is
-        /// exact also where the mask changes). One layer evaluation, as many as <c>F(T')</c> itself.
+        /// <c>ΔF = F(T') − F(T)</c> from the change of the signal, and <c>F(T')</c>: the map applied to <c>T' − T</c> and
+        /// to T', or, masked, W⁺ applied to the change of the positive part and W⁻ to the change of the negative part
+        /// (F is continuous, so this is exact also where the mask changes). Two layer evaluations; the split of T' into
+        /// its halves is made once for both.
         /// </summary>
-        public Tensor Change(Tensor t, Tensor? mask, Tensor candidate, Tensor? candidateMask)
+        public (Tensor Change, Tensor Value) ChangeAndValue(Tensor t, Tensor? mask, Tensor candidate, Tensor? candidateMask)
         {
-            if (mask is null) return _unit.Forward(candidate - t, _weight, null);
+            if (mask is null) return (_unit.Forward(candidate - t, _weight, null), _unit.Forward(candidate, _weight, null));
+            if (_stacked is not null)
+            {
+                var candidateHalves = Split(candidate, candidateMask!);
+                var change = candidateHalves - Split(t, mask);
+                return (_unit.Forward(change, _stacked, null), _unit.Forward(candidateHalves, _stacked, null));
+            }
             var tp = torch.where(mask, t, torch.zeros_like(t));
             var cp = torch.where(candidateMask!, candidate, torch.zeros_like(candidate));
             var positive = cp - tp;
             var negative = (candidate - cp).sub_(t - tp);
-            if (_stacked is not null) return _unit.Forward(torch.cat(new[] { positive, negative }, _featureDim), _stacked, null);
-            return _unit.Forward(positive, _weight, null) + _unit.Forward(negative, _negative!, null);
+            return (_unit.Forward(positive, _weight, null) + _unit.Forward(negative, _negative!, null), Apply(candidate, candidateMask));
         }
 
         public Tensor ApplyTransposed(Tensor r, Tensor? mask, long[] inputShape)
@@ -294,11 +327,12 @@ public static class RootInferenceSolver
             if (mask is null) return _unit.Transpose(r, _weight, inputShape);
             if (_stacked is not null)
             {
+                // W⁺ᵀr where m, W⁻ᵀr elsewhere: the two halves times [m | 1 − m], added (one of each pair is 0)
                 var features = inputShape[_featureDim];
                 var doubled = (long[])inputShape.Clone();
                 doubled[_featureDim] = 2 * features;
-                var both = _unit.Transpose(r, _stacked, doubled);
-                return torch.where(mask, both.narrow(_featureDim, 0, features), both.narrow(_featureDim, features, features));
+                var both = _unit.Transpose(r, _stacked, doubled).mul_(mask);
+                return both.narrow(_featureDim, 0, features).add(both.narrow(_featureDim, features, features));
             }
             var p = _unit.Transpose(r, _weight, inputShape);
             var n = _unit.Transpose(r, _negative!, inputShape);

@@ -295,6 +295,16 @@ public sealed class BackwardPass : IDisposable
     }
 
     /// <summary>
+    /// The rules (exact types) whose relevance is zero for every input when the relevance of their output is zero, with no
+    /// other effect (nothing recorded, nothing checked that zeros would not pass): the walk skips them on zeros. Only
+    /// for nodes that are not conv/linear units (unit rules record diagnostics or check their bounds).
+    /// </summary>
+    private static readonly HashSet<Type> ZeroPreserving = new()
+    {
+        typeof(PassRule), typeof(GradientRule), typeof(NormRule), typeof(ProportionalRule), typeof(SoftmaxRule), typeof(CheferAddRule),
+    };
+
+    /// <summary>
     /// The backward walk: from <paramref name="start"/> at the output, nodes in reverse order, each node's rule turning
     /// the relevance of its output into relevance of its inputs. Branches arriving at one node are summed (or combined
     /// by the composite's fan-out rule). Returns the input relevance, Σ relevance per node and sample, the part each
@@ -307,33 +317,58 @@ public sealed class BackwardPass : IDisposable
     {
         var count = Graph.Nodes.Count;
         var branches = new List<Tensor>?[count];
+        // Σ per sample of every branch in branches (same order): a node reached by one branch reports that branch's sum,
+        // the same reduction of the same tensor, instead of reducing it a second time
+        var branchSums = new List<Tensor>?[count];
+        // branches known to be zero without looking at them (sent by Stop, or by a zero-preserving rule that received
+        // only zeros: cp-lrp's held attention, whose q·kᵀ, q and k then skip their rules); kept out of branches
+        var zeroBranches = new int[count];
         branches[Graph.OutputIndex] = new List<Tensor> { start };
+        branchSums[Graph.OutputIndex] = new List<Tensor> { start.reshape(batch, -1).sum(1) };
         var sums = new Tensor[count];
         var absorbed = new Tensor[count];
         var captured = new Dictionary<int, Tensor>();
         var args = new List<Tensor>(4);
         var kinds = new List<NodeKind>(4);
         var unitsDone = 0;
-        Tensor Gather(int i)
+        // (the relevance, its Σ per sample when already known, whether it is known to be zero)
+        (Tensor Relevance, Tensor? Sum, bool Zero) Gather(int i)
         {
             var list = branches[i];
-            if (list is null || list.Count == 0) return torch.zeros_like(outputs[i]);
-            if (list.Count == 1) return list[0];
-            if (fanOut?[i] is { } combine) return combine.Combine(Graph.Nodes[i], outputs[i], list);
+            if (list is null || list.Count == 0) return (torch.zeros_like(outputs[i]), null, true);
+            if (fanOut?[i] is { } combine)
+            {
+                if (list.Count == 1 && zeroBranches[i] == 0) return (list[0], branchSums[i]![0], false);
+                // a fan-out rule sees every branch, the zero ones too
+                for (var z = 0; z < zeroBranches[i]; z++) list.Add(torch.zeros_like(outputs[i]));
+                return (combine.Combine(Graph.Nodes[i], outputs[i], list), null, false);
+            }
+            // zero branches add nothing to the sum: leaving them out gives the same values
+            if (list.Count == 1) return (list[0], branchSums[i]![0], false);
             var total = list[0];
             for (var k = 1; k < list.Count; k++) total = total + list[k];
-            return total;
+            return (total, null, false);
         }
         for (var i = count - 1; i >= 1; i--)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var node = Graph.Nodes[i];
-            var r = Gather(i);
+            var (r, knownSum, isZero) = Gather(i);
             branches[i] = null;
-            sums[i] = r.reshape(batch, -1).sum(1);
+            branchSums[i] = null;
+            sums[i] = knownSum ?? r.reshape(batch, -1).sum(1);
             if (capture.Contains(i)) captured[i] = r;
             if (wantedLayers.TryGetValue(i, out var names))
                 foreach (var name in names) layers[name] = r.detach().clone();
+            var rule = rules[i]!;
+            // Stop sends zeros; a zero-preserving rule sends zeros when it receives zeros (no rule runs for them)
+            if (rule is StopRule || (isZero && node is not LinearUnitNode && ZeroPreserving.Contains(rule.GetType())))
+            {
+                foreach (var j in node.Inputs) zeroBranches[j]++;
+                absorbed[i] = sums[i] - torch.zeros_like(sums[i]);
+                progress?.Report(new ExplanationProgress(count - i, count - 1, unitsDone, Graph.Units.Count, node.Name));
+                continue;
+            }
             args.Clear();
             kinds.Clear();
             foreach (var j in node.Inputs)
@@ -342,7 +377,6 @@ public sealed class BackwardPass : IDisposable
                 kinds.Add(Graph.Nodes[j].Kind);
             }
             var (domain, nodeLow, nodeHigh) = DomainOf(node, low, high);
-            var rule = rules[i]!;
             var context = new RuleContext(node, args, outputs[i], r, domain, nodeLow, nodeHigh, recorder, kinds.ToArray());
             Tensor[] result;
             try
@@ -365,14 +399,16 @@ public sealed class BackwardPass : IDisposable
                 var j = node.Inputs[k];
                 if (!result[k].shape.SequenceEqual(outputs[j].shape))
                     throw new ExplanationException($"Rule {rule} at '{node.Name}' returned relevance [{string.Join(", ", result[k].shape)}] for an input of shape [{string.Join(", ", outputs[j].shape)}].");
+                var branchSum = result[k].reshape(batch, -1).sum(1);
                 (branches[j] ??= new List<Tensor>()).Add(result[k]);
-                sent = sent + result[k].reshape(batch, -1).sum(1);
+                (branchSums[j] ??= new List<Tensor>()).Add(branchSum);
+                sent = sent + branchSum;
             }
             absorbed[i] = sums[i] - sent;
             if (node is LinearUnitNode) unitsDone++;
             progress?.Report(new ExplanationProgress(count - i, count - 1, unitsDone, Graph.Units.Count, node.Name));
         }
-        var input = Gather(0);
+        var input = Gather(0).Relevance;
         return (input, sums, absorbed, captured);
     }
 

@@ -193,6 +193,7 @@ public static class MethodCatalog
                 .ToArray());
         Add("root-flat-input", "Flat on the input layer, root inference on every other conv/linear layer",
             o => RootComposites.RootFlatInput(o), RootComposites.Parameters.ToArray());
+        AddRootVariants();
         AddAttributionMethods();
         Add<NoOptions>(PublishedRootPreset.Name, "the published root-inference code (XAI-RootInference DTDOpt): SSIM/hinge solvers, R-seeded convs, |logit| start, BatchNorm not merged",
             _ => PublishedRootPreset.Composite());
@@ -205,6 +206,23 @@ public static class MethodCatalog
             o => TransformerComposites.CheferRoot(o), RootComposites.UnitParameters.ToArray());
         Add<NoOptions>("rollout", "ViT: attention rollout (Abnar & Zuidema 2020); token map", _ => TransformerComposites.Rollout());
         Add<NoOptions>("raw-attention", "ViT: last block's class-token attention, head mean; token map", _ => TransformerComposites.RawAttention());
+    }
+
+    /// <summary>The root-inference variants of issue 14 (docs/research/root-variants.md).</summary>
+    private static void AddRootVariants()
+    {
+        Add("root-gated", "root inference where its fit explains R (relative residual ≤ tau), z⁺ elsewhere; per unit and sample (issue 14)",
+            RootVariantComposites.RootGated,
+            RootComposites.Parameters.Select(p => p.Within<RootGatedOptions>(o => o.Root, (o, r) => o with { Root = r }))
+                .Append(MethodParameter<RootGatedOptions>.Number("tau", "largest relative residual ‖F(S) − R‖/‖R‖ that keeps the root redistribution (≥ 0; 1 = that of S = 0)", o => o.Tau, (o, v) => o with { Tau = v }))
+                .ToArray());
+        Add("root-shape", "root inference fitted to the shape of R (target rescaled per sample to ΣF(x)), normalized redistribution (issue 14)",
+            o => RootVariantComposites.RootShape(o), RootComposites.Parameters.ToArray());
+        Add("root-channel", "root inference with a multiplicative signal S = m⊙x, one m in [0, 1] per input channel, fitted to the shape of R (issue 14)",
+            RootVariantComposites.RootChannel,
+            RootVariantComposites.ChannelParameters.Select(p => p.Within<RootChannelOptions>(o => o.Root, (o, r) => o with { Root = r }))
+                .Append(MethodParameter<RootChannelOptions>.Switch("shape", "fit the shape c·R with c = ΣF(x)/|ΣR| (0: R itself, the spec's total)", o => o.Shape, (o, v) => o with { Shape = v }))
+                .ToArray());
     }
 
     private static void AddAttributionMethods()

@@ -101,6 +101,9 @@ public sealed record MethodTraits(MethodFamily Family, ConservationExpectation C
         var bare = (colon < 0 ? name : name[..colon]).Trim();
         if (string.Equals(bare, "root-published", StringComparison.OrdinalIgnoreCase))
             return new(MethodFamily.PublishedRootInference, ConservationExpectation.NotExpected);
+        // root-gated falls back to z⁺ (its b⁺ absorbs relevance) where the fit is not kept (issue 14)
+        if (string.Equals(bare, "root-gated", StringComparison.OrdinalIgnoreCase))
+            return new(MethodFamily.RootInference, ConservationExpectation.Approximately);
         if (bare.StartsWith("root", StringComparison.OrdinalIgnoreCase))
             return new(MethodFamily.RootInference, ConservationExpectation.Conserves);
         if (bare.StartsWith("gradient", StringComparison.OrdinalIgnoreCase))

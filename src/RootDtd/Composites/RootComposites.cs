@@ -83,7 +83,7 @@ public static class RootComposites
     /// The spec's layers (the bundles' <see cref="BundleVariant.RootInference"/> rules) and, with
     /// <see cref="GeluTreatment.Taylor2"/>, <see cref="TaylorActivationRule"/> on every GELU activation.
     /// </summary>
-    private static Composite WithSpecLayers(string name, RootInferenceOptions? options)
+    internal static Composite WithSpecLayers(string name, RootInferenceOptions? options)
     {
         var o = options ?? RootInferenceOptions.Default;
         var c = new Composite(name) { Variant = BundleVariant.RootInference };

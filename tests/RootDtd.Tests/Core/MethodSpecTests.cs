@@ -30,6 +30,9 @@ public sealed class MethodSpecTests
         { "root", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass" },
         { "root-upper-half", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass,fraction=0.5" },
         { "root-flat-input", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass" },
+        { "root-gated", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass,tau=1" },
+        { "root-shape", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09,gelu=pass" },
+        { "root-channel", "steps=20,gamma=1,positive=1,normalized=1,epsilon=1E-09,gelu=pass,shape=1" },
         { "chefer-root", "steps=20,gamma=1,positive=1,gradient=1,domain=1,normalized=1,epsilon=1E-09" },
         { "root-published", "" },
     };

@@ -28,11 +28,7 @@ public sealed class CliFixture : IDisposable
     public CliFixture()
     {
         Root = Directory.CreateTempSubdirectory("rootdtd-cli-").FullName;
-        lock (Gate)
-        {
-            if (!ModelZoo.Contains(Arch))
-                ModelZoo.Register(Arch, "tiny test ResNet (widths 4-4-8-8, one block per stage)", c => new ResNet(new[] { 1, 1, 1, 1 }, new[] { 4, 4, 8, 8 }, false, c));
-        }
+        RegisterArch();
         Weights = Path.Combine(Root, "tiny.safetensors");
         var model = CreateTrainedLookingModel(Classes, seed: 42);
         ModelWeights.Save(model, Weights);
@@ -54,6 +50,16 @@ public sealed class CliFixture : IDisposable
         var bytes = File.ReadAllBytes(PngA);
         for (var i = 40; i < bytes.Length - 20; i += 3) bytes[i] ^= 0x5A;
         File.WriteAllBytes(Corrupt, bytes);
+    }
+
+    /// <summary>Registers <see cref="Arch"/> in the model zoo (once per process; also in a child process, see <see cref="Hostile.ChildProbe"/>).</summary>
+    public static void RegisterArch()
+    {
+        lock (Gate)
+        {
+            if (!ModelZoo.Contains(Arch))
+                ModelZoo.Register(Arch, "tiny test ResNet (widths 4-4-8-8, one block per stage)", c => new ResNet(new[] { 1, 1, 1, 1 }, new[] { 4, 4, 8, 8 }, false, c));
+        }
     }
 
     public string Root { get; }

@@ -45,6 +45,24 @@ public static class CommandAction
     }
 
     /// <summary>
+    /// Refuses an output folder that cannot be created or written, before any work: a <see cref="CliFailureException"/>
+    /// (exit 1) naming the option and the folder. Used by every command that writes results (explain, evaluate, train).
+    /// </summary>
+    /// <param name="folder">The output folder (created when it is missing).</param>
+    /// <param name="option">The option that named it.</param>
+    public static void RequireWritableFolder(string folder, string option = "--out")
+    {
+        try
+        {
+            RootDtd.IO.AtomicFile.EnsureWritableFolder(folder);
+        }
+        catch (IOException e)
+        {
+            throw new CliFailureException($"{option}: {e.Message}; nothing was computed.", e);
+        }
+    }
+
+    /// <summary>
     /// libtorch appends a C++ backtrace of several kilobytes to its messages ("Exception raised from … frame #0: …");
     /// users see the message without it (<c>--verbose</c> or <c>ROOTDTD_DEBUG=1</c> prints everything).
     /// </summary>

@@ -89,6 +89,7 @@ public sealed class EvaluateCommand : ICliCommand
             if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"The weights file '{weightsPath}' does not exist.");
             var modelsFolder = parse.GetValue(modelsDir);
             if (modelsFolder is not null && !Directory.Exists(modelsFolder)) throw new UsageException($"The --models-dir folder '{modelsFolder}' does not exist.");
+            CommandAction.RequireWritableFolder(parse.GetValue(output)!);
             var settings = new SyntheticBenchmarkSettings
             {
                 Architecture = architecture,
@@ -103,7 +104,16 @@ public sealed class EvaluateCommand : ICliCommand
                 Options = options,
             };
             var progress = new BenchmarkConsoleProgress(environment);
-            var outcome = SyntheticBenchmark.Run(settings, environment.Error, progress);
+            BenchmarkRunOutput outcome;
+            try
+            {
+                outcome = SyntheticBenchmark.Run(settings, environment.Error, progress, environment.Cancellation);
+            }
+            catch (BenchmarkInterruptedException e)
+            {
+                progress.Finish();
+                return Interrupted(environment, e, settings.Shard.Count > 1);
+            }
             progress.Finish();
             var result = outcome.Result;
             environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Options.ModelName}: {result.Samples} samples{ShardText(outcome, settings.Samples)}, {result.Methods.Count} methods, {result.Ablations.Count} ablations, {result.Skipped.Count} skipped, {outcome.State.Seconds:F0} s"));
@@ -179,6 +189,20 @@ public sealed class EvaluateCommand : ICliCommand
         return shard.Length == 0
             ? string.Create(CultureInfo.InvariantCulture, $" (shard {shard.Index}/{shard.Count}: no samples of {total})")
             : string.Create(CultureInfo.InvariantCulture, $" (shard {shard.Index}/{shard.Count}: samples {shard.Start} … {shard.Start + shard.Length - 1} of {total})");
+    }
+
+    /// <summary>
+    /// Ctrl-C during a benchmark: says that no report was written (and that a previous one was removed), what the state
+    /// file keeps and how to continue; <see cref="ExitCodes.Interrupted"/>.
+    /// </summary>
+    internal static int Interrupted(CliEnvironment environment, BenchmarkInterruptedException e, bool sharded)
+    {
+        var where = e.StatePath is null ? string.Empty : $" in {Path.GetFullPath(e.StatePath)}";
+        environment.WriteError($"interrupted: no report was written (any previous report of this model in --out was removed when the run started, so none looks current); kept{where}: {e.Kept}.");
+        environment.Error.WriteLine(sharded
+            ? "To continue where it stopped, run the same command again with --resume; when every shard is done, rootdtd merge writes the report."
+            : "To continue where it stopped, run the same command again with --resume (the completed batches are not computed again).");
+        return ExitCodes.Interrupted;
     }
 
     /// <summary>The report files, or the state file and how to merge.</summary>

@@ -36,6 +36,7 @@ internal static class FolderEvaluation
         }
         if (s.Masks is not null && !Directory.Exists(s.Masks)) throw new UsageException($"The mask folder '{s.Masks}' does not exist.");
 
+        CommandAction.RequireWritableFolder(s.Output);
         var labels = s.Labels is null ? null : ReadLabels(s.Labels);
         var classCount = s.Classes ?? labels?.Count ?? folder.ClassNames.Count;
         var notes = new List<string>();
@@ -110,11 +111,16 @@ internal static class FolderEvaluation
         BenchmarkRunOutput outcome;
         try
         {
-            outcome = FolderBenchmark.Run(model, plan, loader, settings, environment.Error, progress);
+            outcome = FolderBenchmark.Run(model, plan, loader, settings, environment.Error, progress, environment.Cancellation);
         }
         catch (ArgumentException e)
         {
             throw new CliFailureException(e.Message);
+        }
+        catch (BenchmarkInterruptedException e)
+        {
+            progress.Finish();
+            return EvaluateCommand.Interrupted(environment, e, s.Placement.Shard.Count > 1);
         }
         progress.Finish();
         var result = outcome.Result;

@@ -71,14 +71,22 @@ public sealed class TrainCommand : ICliCommand
                 TimeLimitSeconds = parse.GetValue(timeLimit),
                 InitialWeights = parse.GetValue(init),
             };
+            RequireWritableOutput(parse.GetValue(output)!);
             TrainingReport report;
             try
             {
-                report = SyntheticTrainer.TrainAndSave(options, parse.GetValue(output)!, environment.Error);
+                report = SyntheticTrainer.TrainAndSave(options, parse.GetValue(output)!, environment.Error, environment.Cancellation);
             }
             catch (Exception e) when (e is ArgumentOutOfRangeException or FileNotFoundException)
             {
                 throw new UsageException(e.Message);
+            }
+            catch (TrainingInterruptedException e) when (e.WeightsPath is not null)
+            {
+                environment.WriteError($"interrupted: {e.Report.StopReason}. --out {Path.GetFullPath(parse.GetValue(output)!)} was not written; " +
+                    string.Create(CultureInfo.InvariantCulture, $"the weights so far (test accuracy {e.Report.TestAccuracy:P1}) are in {e.WeightsPath} with its sidecar {Path.ChangeExtension(e.WeightsPath, ".json")}."));
+                environment.Error.WriteLine($"To continue from them, run the same command again with --init {e.WeightsPath} (a new stage with its own schedule).");
+                return ExitCodes.Interrupted;
             }
 
             environment.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -86,6 +94,13 @@ public sealed class TrainCommand : ICliCommand
             return ExitCodes.Ok;
         }));
         return command;
+    }
+
+    /// <summary>Refuses a --out file whose folder cannot be created or written, before any training (exit 1).</summary>
+    private static void RequireWritableOutput(string output)
+    {
+        var folder = Path.GetDirectoryName(Path.GetFullPath(output));
+        if (folder is not null) CommandAction.RequireWritableFolder(folder);
     }
 
     private static int TrainHead(CliEnvironment environment, string backboneName, string? dataDir, string? headSpec, string output, LinearProbeOptions options)
@@ -98,6 +113,7 @@ public sealed class TrainCommand : ICliCommand
         if (prototypes is null && dataDir is null) throw new UsageException("A linear head needs --data FOLDER (one subfolder per class).");
         if (prototypes is not null && dataDir is not null) throw new UsageException("--head prototypes:FOLDER takes its images from FOLDER; leave out --data.");
         if (!ModelZoo.Contains(backboneName)) throw new UsageException($"Unknown --backbone '{backboneName}'. Known: {string.Join(", ", ModelZoo.Names)}.");
+        RequireWritableOutput(output);
 
         ImageFolder folder;
         try
@@ -117,8 +133,8 @@ public sealed class TrainCommand : ICliCommand
         try
         {
             report = prototypes is not null
-                ? BackboneHeads.BuildPrototypes(model, loader, folder, backboneName)
-                : BackboneHeads.TrainLinearProbe(model, loader, folder, backboneName, options, environment.Error);
+                ? BackboneHeads.BuildPrototypes(model, loader, folder, backboneName, cancellationToken: environment.Cancellation)
+                : BackboneHeads.TrainLinearProbe(model, loader, folder, backboneName, options, environment.Error, environment.Cancellation);
         }
         catch (ArgumentOutOfRangeException e)
         {

@@ -80,14 +80,7 @@ public sealed class ExplainRunner
         CheckLayers(explainer);
         var rules = explainer.RuleAssignment.Select(r => new RuleEntry(r.Node, r.Rule)).ToList();
 
-        try
-        {
-            AtomicFile.EnsureWritableFolder(s.OutputDirectory);
-        }
-        catch (IOException e)
-        {
-            throw new CliFailureException($"--out: {e.Message}; nothing was computed.", e);
-        }
+        Commands.CommandAction.RequireWritableFolder(s.OutputDirectory);
         var stems = UniqueStems(s.Images);
         RefuseOverwritingInputs(stems);
         var cancel = _env.Cancellation;

@@ -494,11 +494,49 @@ public static class BenchmarkReport
             }
         }
 
-        var md = Path.Combine(directory, prefix + ".md");
-        File.WriteAllText(md, ToMarkdown(result, plotName, galleryName, sanityName));
+        // every file through AtomicFile (PNGs: SavePng): complete or absent, never truncated; the Markdown last
         var json = Path.Combine(directory, prefix + ".json");
-        File.WriteAllText(json, ToJson(result));
+        RootDtd.IO.AtomicFile.WriteAllText(json, ToJson(result));
+        var md = Path.Combine(directory, prefix + ".md");
+        RootDtd.IO.AtomicFile.WriteAllText(md, ToMarkdown(result, plotName, galleryName, sanityName));
         return new BenchmarkFiles(md, images, json);
+    }
+
+    /// <summary>The files <see cref="Write"/> writes for <paramref name="prefix"/> (whether or not they exist).</summary>
+    /// <param name="directory">Output folder.</param>
+    /// <param name="prefix">File-name prefix.</param>
+    public static IReadOnlyList<string> FileNames(string directory, string prefix)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        ArgumentException.ThrowIfNullOrWhiteSpace(prefix);
+        return new[] { prefix + ".md", prefix + ".json", prefix + "-perturbation.png", prefix + "-gallery.png", prefix + "-sanity.png" }
+            .Select(n => Path.Combine(directory, n)).ToList();
+    }
+
+    /// <summary>
+    /// Deletes the report files of an earlier run with this prefix (<see cref="FileNames"/>), so that an interrupted or
+    /// failed run never leaves a previous report in place looking like its own.
+    /// </summary>
+    /// <param name="directory">Output folder.</param>
+    /// <param name="prefix">File-name prefix.</param>
+    /// <returns>The files deleted.</returns>
+    /// <exception cref="IOException">A file cannot be deleted (the message names it).</exception>
+    public static IReadOnlyList<string> RemovePrevious(string directory, string prefix)
+    {
+        var removed = new List<string>();
+        foreach (var file in FileNames(directory, prefix).Where(File.Exists))
+        {
+            try
+            {
+                File.Delete(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"Cannot remove the previous report file '{file}': {e.Message}", e);
+            }
+            removed.Add(file);
+        }
+        return removed;
     }
 
     /// <summary>All tables and perturbation curves as JSON.</summary>

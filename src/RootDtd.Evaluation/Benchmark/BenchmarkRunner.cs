@@ -46,11 +46,16 @@ public sealed class BenchmarkRunner
     /// <param name="images">Normalised images [N,C,H,W] (CPU).</param>
     /// <param name="masks">Masks [N,H,W] integer (0 background, 255 ignore, other foreground).</param>
     /// <param name="labels">Labels int64 [N].</param>
+    /// <param name="cancellationToken">
+    /// Checked before every batch of every stage and inside every explanation; a cancelled run throws
+    /// <see cref="OperationCanceledException"/> and returns nothing partial.
+    /// </param>
     /// <returns>The result.</returns>
-    public BenchmarkResult Run(Tensor images, Tensor masks, Tensor labels)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public BenchmarkResult Run(Tensor images, Tensor masks, Tensor labels, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(images);
-        var state = RunShard(images, masks, labels, BenchmarkShard.Whole((int)images.shape[0]));
+        var state = RunShard(images, masks, labels, BenchmarkShard.Whole((int)images.shape[0]), cancellationToken: cancellationToken);
         return BenchmarkResult.FromStates(_options, new[] { state });
     }
 
@@ -64,8 +69,17 @@ public sealed class BenchmarkRunner
     /// <param name="shard">Which slice of the dataset they are (made with <see cref="BenchmarkShard.Of"/> and this run's batch size).</param>
     /// <param name="resume">The state of an interrupted run of the same shard: finished batches are not run again.</param>
     /// <param name="checkpoint">Called with the state after every completed batch and stage (write it atomically to resume from it).</param>
+    /// <param name="cancellationToken">
+    /// Checked before every batch of every stage (references, each method's explanations, PGD iterations, sanity-check
+    /// batches) and passed to every <see cref="Explainer.Explain(Tensor, long[], CancellationToken)"/>. A cancelled run
+    /// throws <see cref="OperationCanceledException"/>: the batch in progress is discarded, and the last state given to
+    /// <paramref name="checkpoint"/> holds every batch completed before it, so a run resumed from it (<paramref name="resume"/>)
+    /// ends with the same numbers as an uninterrupted one. A PGD or sanity-check stage is kept only when it completed.
+    /// </param>
     /// <returns>The shard's state.</returns>
-    public BenchmarkRunState RunShard(Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, BenchmarkRunState? resume = null, Action<BenchmarkRunState>? checkpoint = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public BenchmarkRunState RunShard(Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, BenchmarkRunState? resume = null, Action<BenchmarkRunState>? checkpoint = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(masks);
@@ -79,6 +93,7 @@ public sealed class BenchmarkRunner
         var fingerprint = Fingerprint(shard.Total);
         if (resume is not null && (resume.Fingerprint != fingerprint || resume.Shard != shard))
             throw new ArgumentException($"The state to resume was written by another run (shard {resume.Shard.Index}/{resume.Shard.Count}, {resume.Fingerprint}); this is shard {shard.Index}/{shard.Count}, {fingerprint}.", nameof(resume));
+        cancellationToken.ThrowIfCancellationRequested();
         var total = Stopwatch.StartNew();
         _model.eval();
         var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = BenchmarkSettings.Of(_options) };
@@ -111,14 +126,14 @@ public sealed class BenchmarkRunner
             checkpoint?.Invoke(state);
         }
 
-        RunReferences(state, images, masks, labels, shard, count, Save);
+        RunReferences(state, images, masks, labels, shard, count, Save, cancellationToken);
         var index = 1;
-        foreach (var m in methods) RunMethod(StateOf(state.Methods, m, false), m, false, images, masks, labels, shard, shard.Length, index++, count, Save);
+        foreach (var m in methods) RunMethod(StateOf(state.Methods, m, false), m, false, images, masks, labels, shard, shard.Length, index++, count, Save, cancellationToken);
         if (ablations.Count > 0)
         {
             // the ablations run on the dataset's first AblationSamples samples: this shard's part of them
             var n = Math.Clamp((_options.AblationSamples ?? shard.Total) - shard.Start, 0, shard.Length);
-            foreach (var m in ablations) RunMethod(StateOf(state.Ablations, m, true), m, true, images, masks, labels, shard, n, index++, count, Save);
+            foreach (var m in ablations) RunMethod(StateOf(state.Ablations, m, true), m, true, images, masks, labels, shard, n, index++, count, Save, cancellationToken);
         }
         state.Complete = true;
         Save();
@@ -174,7 +189,7 @@ public sealed class BenchmarkRunner
             state.Gallery.Add(new GallerySample(x[i].contiguous().data<float>().ToArray(), m[i].contiguous().data<byte>().ToArray(), (int)y[i]));
     }
 
-    private void RunReferences(BenchmarkRunState state, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int methodCount, Action save)
+    private void RunReferences(BenchmarkRunState state, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int methodCount, Action save, CancellationToken cancellationToken)
     {
         var random = StateOf(state.References, new BenchmarkMethod("random (reference)", "random"), false);
         var empty = StateOf(state.References, new BenchmarkMethod("empty (reference)", "empty"), false);
@@ -193,6 +208,7 @@ public sealed class BenchmarkRunner
         foreach (var (x, y, m, start) in Batches(images, masks, labels, shard.Length, shard))
         {
             if (random.BatchesDone.Contains(start)) continue;
+            cancellationToken.ThrowIfCancellationRequested();
             using var scope = torch.NewDisposeScope();
             var shape = new[] { x.shape[0], x.shape[2], x.shape[3] };
             var rnd = Localization.RandomMaps(_options.RandomSeed + start, shape, x.device);
@@ -227,7 +243,8 @@ public sealed class BenchmarkRunner
             int batchStart = 0, call = 0;
             HeatmapSource source = (x, _) => Localization.RandomMaps(unchecked(_options.RandomSeed + 1_000_000 + 7919 * batchStart + 1000 * call++), new[] { x.shape[0], x.shape[2], x.shape[3] }, x.device);
             var pgdCount = PgdCount(shard);
-            var pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount, shard, s => (batchStart, call) = (s, 0)), PgdOptions, random.Label);
+            var pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount, shard, s => (batchStart, call) = (s, 0)), PgdOptions, random.Label,
+                cancellationToken: cancellationToken);
             random.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
         }
 
@@ -252,9 +269,11 @@ public sealed class BenchmarkRunner
     }
 
     private void RunMethod(MethodState state, BenchmarkMethod method, bool isAblation, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int samples,
-        int index, int methodCount, Action save)
+        int index, int methodCount, Action save, CancellationToken cancellationToken)
     {
-        if (state.Complete) return;
+        // the sanity results are not in the state file (MethodState.Sanity): a resumed unsharded run computes them again
+        var sanityMissing = _options.Protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null && shard.Count == 1;
+        if (state.Complete && (state.Error is not null || !sanityMissing)) return;
         var clock = Stopwatch.StartNew();
         var previous = state.Seconds;
         var protocols = _options.Protocols;
@@ -282,11 +301,12 @@ public sealed class BenchmarkRunner
             foreach (var (x, y, m, start) in Batches(images, masks, labels, explained, shard))
             {
                 if (state.BatchesDone.Contains(start)) continue;
+                cancellationToken.ThrowIfCancellationRequested();
                 using var scope = torch.NewDisposeScope();
                 var targets = y.cpu().data<long>().ToArray();
                 var t0 = Stopwatch.GetTimestamp();
                 (batchStart, batchLength, inMainLoop) = (start - shard.Start, (int)x.shape[0], true);
-                using var e = explainer.Explain(x, targets);
+                using var e = explainer.Explain(x, targets, cancellationToken);
                 inMainLoop = false;
                 var heat = e.Heatmap;
                 heat.sum().item<float>(); // make the timing honest on asynchronous devices
@@ -323,12 +343,12 @@ public sealed class BenchmarkRunner
             {
                 HeatmapSource source = (x, t) =>
                 {
-                    using var e = explainer.Explain(x, t.to(ScalarType.Int64).cpu().data<long>().ToArray());
+                    using var e = explainer.Explain(x, t.to(ScalarType.Int64).cpu().data<long>().ToArray(), cancellationToken);
                     return e.Heatmap.detach().clone();
                 };
                 var pgdCount = PgdCount(shard);
                 var pgd = RelevanceGuidedPgd.Evaluate(Forward, source, PgdBatches(images, masks, labels, pgdCount, shard), PgdOptions, method.Label,
-                    new SyncProgress<EvaluationProgress>(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))));
+                    new SyncProgress<EvaluationProgress>(p => _progress?.Report(new BenchmarkProgress(method.Label, "pgd", index, methodCount, p.SamplesDone, pgdCount))), cancellationToken);
                 state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
 
@@ -340,7 +360,7 @@ public sealed class BenchmarkRunner
                 using var sl = labels.narrow(0, 0, sanityCount);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, 0, sanityCount));
                 state.Sanity = SanityChecks.Run(_model, method.Label, method.CreateComposite, new ExplainerOptions { InputLow = low, InputHigh = high }, si, sl,
-                    _options.Sanity with { BatchSize = _options.BatchSize }, _options.RandomLabelModel);
+                    _options.Sanity with { BatchSize = _options.BatchSize }, _options.RandomLabelModel, cancellationToken);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, sanityCount, sanityCount));
             }
         }

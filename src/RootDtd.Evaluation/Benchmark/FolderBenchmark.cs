@@ -61,7 +61,10 @@ public sealed record FolderBenchmarkSettings
     /// <summary>This run's shard: index (0-based) and count; (0, 1) = every sample of the plan.</summary>
     public (int Index, int Count) Shard { get; init; } = (0, 1);
 
-    /// <summary>Continue an interrupted run from the state file in <see cref="OutputDirectory"/>; the state is written after every batch whenever the run is sharded or resumable.</summary>
+    /// <summary>
+    /// Continue an interrupted run from the state file in <see cref="OutputDirectory"/>. Every run writes its state after
+    /// every batch; an unsharded run without <c>Resume</c> removes it once the report is written, so only an interrupted run leaves it.
+    /// </summary>
     public bool Resume { get; init; }
 
     /// <summary>Device of the model and the data (<c>cpu</c>, <c>cuda</c>, <c>cuda:K</c>); the caller checks that it exists. Default CPU.</summary>
@@ -154,8 +157,9 @@ public static class FolderBenchmark
     /// <param name="start">First sample.</param>
     /// <param name="count">Samples.</param>
     /// <param name="skipUnreadable">Leave out what cannot be decoded (else throw).</param>
+    /// <param name="cancellationToken">Checked before every image; a cancelled call throws <see cref="OperationCanceledException"/>.</param>
     /// <exception cref="ArgumentException">No image is left, or (without <paramref name="skipUnreadable"/>) one cannot be decoded.</exception>
-    public static FolderData Load(FolderPlan plan, ImageLoader loader, int start, int count, bool skipUnreadable)
+    public static FolderData Load(FolderPlan plan, ImageLoader loader, int start, int count, bool skipUnreadable, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(loader);
@@ -176,6 +180,7 @@ public static class FolderBenchmark
         {
             foreach (var sample in plan.Samples.Skip(start).Take(count))
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 Tensor? mask = null;
                 if (sample.Mask is not null)
                 {
@@ -225,7 +230,7 @@ public static class FolderBenchmark
         }
     }
 
-    /// <summary>Lists and loads a whole folder (<see cref="Plan"/>, then <see cref="Load(FolderPlan, ImageLoader, int, int, bool)"/> of every sample, leaving out what cannot be decoded).</summary>
+    /// <summary>Lists and loads a whole folder (<see cref="Plan"/>, then <see cref="Load(FolderPlan, ImageLoader, int, int, bool, CancellationToken)"/> of every sample, leaving out what cannot be decoded).</summary>
     /// <param name="folder">The scanned image folder.</param>
     /// <param name="loader">Resize/crop/normalisation of the model.</param>
     /// <param name="classIndex">Model class index of each class name of <paramref name="folder"/>.</param>
@@ -282,9 +287,15 @@ public static class FolderBenchmark
     /// <param name="settings">Options, output, shard, resume, device.</param>
     /// <param name="log">Log lines, or null.</param>
     /// <param name="progress">Progress, or null.</param>
+    /// <param name="cancellationToken">
+    /// Checked while the images load and before every batch of the benchmark (see <see cref="ShardedBenchmark.Run"/>):
+    /// an interrupted run writes no report and keeps its completed batches in the state file.
+    /// </param>
     /// <exception cref="ArgumentException">Localisation was asked for without masks; no image is left; an image of a shard cannot be decoded.</exception>
+    /// <exception cref="BenchmarkInterruptedException">Cancelled during the benchmark (the state file holds the completed batches).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled before the benchmark started (nothing was written).</exception>
     public static BenchmarkRunOutput Run(nn.Module<Tensor, Tensor> model, FolderPlan plan, ImageLoader loader, FolderBenchmarkSettings settings,
-        TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null)
+        TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(plan);
@@ -300,7 +311,7 @@ public static class FolderBenchmark
         // an unsharded run may leave out what cannot be decoded (its dataset is what loads); a shard may not
         using var cpu = slice.Length == 0
             ? new FolderData(zeros(0), zeros(0), zeros(0, dtype: ScalarType.Int64), Array.Empty<string>(), plan.HasMasks, Array.Empty<string>())
-            : Load(plan, loader, slice.Start, slice.Length, skipUnreadable: !sharded);
+            : Load(plan, loader, slice.Start, slice.Length, skipUnreadable: !sharded, cancellationToken);
         var shard = sharded ? slice : BenchmarkShard.Whole(cpu.Files.Count);
         if (slice.Length == 0) log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"shard {slice.Index}/{slice.Count} has no samples ({plan.Samples.Count} samples in batches of {options.BatchSize})"));
         else log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loaded {cpu.Files.Count} images in {clock.Elapsed.TotalSeconds:F1} s"));
@@ -311,7 +322,8 @@ public static class FolderBenchmark
         using var masks = device.type == DeviceType.CPU || slice.Length == 0 ? cpu.Masks.alias() : cpu.Masks.to(device);
         using var labels = device.type == DeviceType.CPU || slice.Length == 0 ? cpu.Labels.alias() : cpu.Labels.to(device);
         var runner = new BenchmarkRunner(model, options, progress, log);
-        var output = ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, settings.Prefix);
+        var output = ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, settings.Prefix, log,
+            removeStateWhenComplete: settings.Shard.Count == 1 && !settings.Resume, cancellationToken);
         log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"benchmark of {shard.Length} images in {clock.Elapsed.TotalSeconds:F0} s"));
         return output;
     }

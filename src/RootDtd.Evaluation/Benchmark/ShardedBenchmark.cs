@@ -7,7 +7,7 @@ namespace RootDtd.Evaluation.Benchmark;
 /// <summary>What a benchmark run (<see cref="SyntheticBenchmark.Run"/>, <see cref="FolderBenchmark.Run"/>) produced.</summary>
 /// <param name="Result">The result of the shard (for an unsharded run: of the whole dataset).</param>
 /// <param name="Files">The report files (null for a shard of several: <c>rootdtd merge</c> writes the report).</param>
-/// <param name="StatePath">The state file (null for an unsharded run that was not asked to be resumable).</param>
+/// <param name="StatePath">The state file (null for an unsharded run that was not asked to be resumable: it removes its state once the report is written).</param>
 /// <param name="State">The shard's state.</param>
 public sealed record BenchmarkRunOutput(BenchmarkResult Result, BenchmarkFiles? Files, string? StatePath, BenchmarkRunState State)
 {
@@ -34,8 +34,9 @@ public static class ShardedBenchmark
         Path.Combine(directory, shard.Count == 1 ? prefix + ".state.json" : string.Create(CultureInfo.InvariantCulture, $"{prefix}.shard-{shard.Index}-of-{shard.Count}.state.json"));
 
     /// <summary>
-    /// Where this run keeps its state (null when it keeps none: an unsharded run that was not asked to be resumable), and
-    /// the state to resume from (null when there is none yet). Creates the output folder when a state is kept.
+    /// Where this run keeps its state (every run keeps one, so that an interrupted run can be resumed), and the state to
+    /// resume from (null when <paramref name="resume"/> is false or there is none yet). Creates the output folder and
+    /// checks that it can be written, before any model runs.
     /// </summary>
     /// <param name="directory">Output folder.</param>
     /// <param name="prefix">Report prefix.</param>
@@ -43,11 +44,11 @@ public static class ShardedBenchmark
     /// <param name="resume">Continue from the state file if there is one.</param>
     /// <param name="log">Log, or null.</param>
     /// <exception cref="InvalidDataException">The state file is not a benchmark state.</exception>
+    /// <exception cref="IOException">The output folder cannot be created or written (the message names it).</exception>
     public static (string? StatePath, BenchmarkRunState? Resume) OpenState(string directory, string prefix, (int Index, int Count) shard, bool resume, TextWriter? log)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         ArgumentException.ThrowIfNullOrWhiteSpace(prefix);
-        if (shard.Count == 1 && !resume) return (null, null);
         var path = StatePath(directory, prefix, shard);
         BenchmarkRunState? state = null;
         if (resume && File.Exists(path))
@@ -72,14 +73,45 @@ public static class ShardedBenchmark
     /// <param name="resume">The state to continue from, or null.</param>
     /// <param name="outputDirectory">Report folder.</param>
     /// <param name="prefix">Report prefix.</param>
+    /// <param name="log">Log lines (the removal of a previous report), or null.</param>
+    /// <param name="removeStateWhenComplete">
+    /// Delete the state file once the report is written (an unsharded run that was not asked to be resumable keeps its
+    /// state only while it runs, so that an interruption can be resumed; the output's <see cref="BenchmarkRunOutput.StatePath"/> is then null).
+    /// </param>
+    /// <param name="cancellationToken">
+    /// Passed to <see cref="BenchmarkRunner.RunShard"/>. An interrupted run writes no report; it throws
+    /// <see cref="BenchmarkInterruptedException"/>, whose state file holds every completed batch (resume from it).
+    /// </param>
+    /// <exception cref="BenchmarkInterruptedException"><paramref name="cancellationToken"/> was cancelled during the run.</exception>
     public static BenchmarkRunOutput Run(BenchmarkRunner runner, BenchmarkOptions options, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard,
-        string? statePath, BenchmarkRunState? resume, string outputDirectory, string prefix)
+        string? statePath, BenchmarkRunState? resume, string outputDirectory, string prefix, TextWriter? log = null, bool removeStateWhenComplete = false,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(runner);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(shard);
-        Action<BenchmarkRunState>? checkpoint = statePath is null ? null : s => RootDtd.IO.AtomicFile.WriteAllText(statePath, s.ToJson());
-        var state = runner.RunShard(images, masks, labels, shard, resume, checkpoint);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (shard.Count == 1)
+        {
+            // the report of an earlier run must not stay in place looking like the result of this one
+            var removed = BenchmarkReport.RemovePrevious(outputDirectory, prefix);
+            if (removed.Count > 0) log?.WriteLine($"removed the previous report ({string.Join(", ", removed.Select(Path.GetFileName))}): this run writes a new one when it is complete");
+        }
+        BenchmarkRunState? saved = resume;
+        Action<BenchmarkRunState> checkpoint = s =>
+        {
+            if (statePath is not null) RootDtd.IO.AtomicFile.WriteAllText(statePath, s.ToJson());
+            saved = s;
+        };
+        BenchmarkRunState state;
+        try
+        {
+            state = runner.RunShard(images, masks, labels, shard, resume, checkpoint, cancellationToken);
+        }
+        catch (OperationCanceledException e) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new BenchmarkInterruptedException(statePath, saved is null ? "no batch was complete" : saved.DescribeProgress(), e, cancellationToken);
+        }
         if (shard.Count > 1)
         {
             // the shard's own numbers (the report of the whole dataset comes from rootdtd merge)
@@ -93,6 +125,11 @@ public static class ShardedBenchmark
         }
         var result = BenchmarkResult.FromStates(options, new[] { state });
         var files = BenchmarkReport.Write(result, outputDirectory, prefix);
+        if (removeStateWhenComplete && statePath is not null)
+        {
+            File.Delete(statePath);
+            statePath = null;
+        }
         return new BenchmarkRunOutput(result, files, statePath, state);
     }
 }

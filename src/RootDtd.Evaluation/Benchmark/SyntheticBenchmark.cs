@@ -43,7 +43,8 @@ public sealed record SyntheticBenchmarkSettings
 
     /// <summary>
     /// Continue an interrupted run from the state file in <see cref="OutputDirectory"/> (finished batches are not run
-    /// again). The state is written after every batch whenever the run is sharded or resumable.
+    /// again). Every run writes its state after every batch; an unsharded run without <c>Resume</c> removes it once the
+    /// report is written, so only an interrupted run leaves it.
     /// </summary>
     public bool Resume { get; init; }
 }
@@ -58,14 +59,23 @@ public static class SyntheticBenchmark
     /// <param name="settings">Settings.</param>
     /// <param name="log">Console-style log (progress lines, warnings, summaries), or <see langword="null"/>.</param>
     /// <param name="progress">Progress (moves within batches), or <see langword="null"/>.</param>
+    /// <param name="cancellationToken">
+    /// Checked before every batch of the benchmark (see <see cref="ShardedBenchmark.Run"/>): an interrupted run writes
+    /// no report, removes the previous one and keeps its completed batches in the state file (continue with
+    /// <see cref="SyntheticBenchmarkSettings.Resume"/>).
+    /// </param>
     /// <returns>The result, the report files (unsharded runs) and the state file.</returns>
-    public static BenchmarkRunOutput Run(SyntheticBenchmarkSettings settings, TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null)
+    /// <exception cref="BenchmarkInterruptedException">Cancelled during the benchmark (the state file holds the completed batches).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled before the benchmark started (nothing was written).</exception>
+    public static BenchmarkRunOutput Run(SyntheticBenchmarkSettings settings, TextWriter? log = null, IProgress<BenchmarkProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(settings);
         var name = settings.WeightsPath is null ? SyntheticModels.NameOf(settings.Architecture) : Path.GetFileNameWithoutExtension(settings.WeightsPath);
         var prefix = settings.Prefix ?? name;
         var shard = BenchmarkShard.Of(settings.Shard.Index, settings.Shard.Count, settings.Samples, settings.Options.BatchSize);
         var (statePath, resume) = ShardedBenchmark.OpenState(settings.OutputDirectory, prefix, settings.Shard, settings.Resume, log);
+        cancellationToken.ThrowIfCancellationRequested();
 
         using var model = settings.WeightsPath is null
             ? SyntheticModels.Load(settings.Architecture, settings.ModelsDirectory)
@@ -90,7 +100,8 @@ public static class SyntheticBenchmark
             };
             log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"generated {shard.Length} test images in {clock.Elapsed.TotalSeconds:F1} s"));
             var runner = new BenchmarkRunner(model, options, progress, log);
-            return ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, prefix);
+            return ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, prefix, log,
+                removeStateWhenComplete: settings.Shard.Count == 1 && !settings.Resume, cancellationToken);
         }
     }
 

@@ -266,10 +266,11 @@ public static class Localization
     /// <param name="model">Model; required only for <see cref="ExplanationTarget.Predicted"/>.</param>
     /// <param name="method">Method name.</param>
     /// <param name="progress">Optional progress, reported after every batch.</param>
+    /// <param name="cancellationToken">Checked before every batch; a cancelled call throws <see cref="OperationCanceledException"/> and returns nothing partial.</param>
     /// <returns>The method's result and the reference rows.</returns>
     public static LocalizationReport Evaluate(
         HeatmapSource explain, IEnumerable<EvaluationBatch> data, LocalizationOptions? options = null, Func<Tensor, Tensor>? model = null,
-        string method = "method", IProgress<EvaluationProgress>? progress = null)
+        string method = "method", IProgress<EvaluationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(explain);
         ArgumentNullException.ThrowIfNull(data);
@@ -284,6 +285,7 @@ public static class Localization
             using (batch)
             using (var scope = torch.NewDisposeScope())
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (batch.Masks is null) throw new ArgumentException("Every batch needs masks for the localisation test.", nameof(data));
                 var x = options.Device is null ? batch.Images : batch.Images.to(options.Device);
                 var y = batch.Labels.to(ScalarType.Int64, x.device);

@@ -329,10 +329,11 @@ public static class PixelPerturbation
     /// <param name="options">Options.</param>
     /// <param name="method">Method name for the curves.</param>
     /// <param name="progress">Optional progress, reported after every batch.</param>
+    /// <param name="cancellationToken">Checked before every batch; a cancelled call throws <see cref="OperationCanceledException"/> and returns nothing partial.</param>
     /// <returns>One curve per (order, schedule).</returns>
     public static IReadOnlyList<PerturbationCurve> Evaluate(
         Func<Tensor, Tensor> model, HeatmapSource explain, IEnumerable<EvaluationBatch> data, PixelPerturbationOptions? options = null,
-        string method = "method", IProgress<EvaluationProgress>? progress = null)
+        string method = "method", IProgress<EvaluationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(explain);
@@ -344,6 +345,7 @@ public static class PixelPerturbation
             using (batch)
             using (var scope = torch.NewDisposeScope())
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var x = options.Device is null ? batch.Images : batch.Images.to(options.Device);
                 var y = batch.Labels.to(ScalarType.Int64, x.device);
                 var targets = Ops.Targets(options.Target, model, x, y);

@@ -132,8 +132,10 @@ public static class RelevanceGuidedPgd
     /// <param name="images">Normalised clean images [B,C,H,W].</param>
     /// <param name="labels">True labels [B].</param>
     /// <param name="options">Options.</param>
+    /// <param name="cancellationToken">Checked before every iteration; a cancelled call throws <see cref="OperationCanceledException"/> and returns nothing partial.</param>
     /// <returns>Per-sample outcome.</returns>
-    public static PgdBatchResult Attack(Func<Tensor, Tensor> model, HeatmapSource explain, Tensor images, Tensor labels, PgdOptions? options = null)
+    public static PgdBatchResult Attack(Func<Tensor, Tensor> model, HeatmapSource explain, Tensor images, Tensor labels, PgdOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(explain);
@@ -172,6 +174,7 @@ public static class RelevanceGuidedPgd
 
         for (int t = 1; t <= options.MaxIterations; t++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             if (!active.any().item<bool>()) break; // one sync per iteration
             using var step = torch.NewDisposeScope();
             var mask = (fixedMask ?? TopK(xAdv)).logical_and(active.view(b, 1, 1, 1));
@@ -197,10 +200,11 @@ public static class RelevanceGuidedPgd
     /// <param name="options">Options.</param>
     /// <param name="method">Method name.</param>
     /// <param name="progress">Optional progress, reported after every batch.</param>
+    /// <param name="cancellationToken">Checked before every batch and every iteration; a cancelled call throws <see cref="OperationCanceledException"/> and returns nothing partial.</param>
     /// <returns>Aggregated statistics.</returns>
     public static PgdResult Evaluate(
         Func<Tensor, Tensor> model, HeatmapSource explain, IEnumerable<EvaluationBatch> data, PgdOptions? options = null,
-        string method = "method", IProgress<EvaluationProgress>? progress = null)
+        string method = "method", IProgress<EvaluationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         options ??= new PgdOptions();
@@ -211,8 +215,9 @@ public static class RelevanceGuidedPgd
             using (batch)
             using (var scope = torch.NewDisposeScope())
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var x = options.Device is null ? batch.Images : batch.Images.to(options.Device);
-                using var r = Attack(model, explain, x, batch.Labels, options);
+                using var r = Attack(model, explain, x, batch.Labels, options, cancellationToken);
                 var stats = torch.stack(new[]
                 {
                     r.InitiallyCorrect.sum(), r.Success.sum(), r.Iterations.sum(),

@@ -203,9 +203,13 @@ public static class SanityChecks
     /// <param name="targets">Explained class per image [N] (int64; the same for every model state).</param>
     /// <param name="options">Settings.</param>
     /// <param name="randomLabelModel">A model of the same architecture trained on permuted labels, or <see langword="null"/>.</param>
+    /// <param name="cancellationToken">
+    /// Checked before every batch of every model state and inside every explanation; a cancelled call throws
+    /// <see cref="OperationCanceledException"/>, returns nothing partial and leaves the model's weights restored.
+    /// </param>
     /// <returns>Every step's similarity.</returns>
     public static SanityCheckResult Run(nn.Module<Tensor, Tensor> model, string method, Func<Composite> createComposite, ExplainerOptions explainerOptions,
-        Tensor images, Tensor targets, SanityCheckOptions? options = null, nn.Module<Tensor, Tensor>? randomLabelModel = null)
+        Tensor images, Tensor targets, SanityCheckOptions? options = null, nn.Module<Tensor, Tensor>? randomLabelModel = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(createComposite);
@@ -218,7 +222,7 @@ public static class SanityChecks
             throw new ArgumentException($"Expected one target per image ({images.shape[0]}); got [{string.Join(", ", targets.shape)}].", nameof(targets));
         var t = targets.to(ScalarType.Int64).cpu().data<long>().ToArray();
 
-        using var original = Maps(model, createComposite, explainerOptions, images, t, options.BatchSize);
+        using var original = Maps(model, createComposite, explainerOptions, images, t, options.BatchSize, cancellationToken);
         IReadOnlyList<string> units;
         using (var probe = new Explainer(model, createComposite(), explainerOptions)) units = probe.Graph.Units.Select(u => u.Name).ToList();
         var groups = Groups(units.Reverse().ToList(), options.Groups);
@@ -233,7 +237,7 @@ public static class SanityChecks
             for (var g = 0; g < groups.Count; g++) steps.Add(Step(RandomisationMode.Independent, g, groups[g], groups[g]));
         if (randomLabelModel is not null)
         {
-            using var maps = Maps(randomLabelModel, createComposite, explainerOptions, images, t, options.BatchSize);
+            using var maps = Maps(randomLabelModel, createComposite, explainerOptions, images, t, options.BatchSize, cancellationToken);
             steps.Add(new SanityStep(RandomisationMode.Labels, 0, "labels randomised", Array.Empty<string>(),
                 MapSimilarityMeasures.Mean(MapSimilarityMeasures.Compare(original, maps, options.TopFraction))));
         }
@@ -244,7 +248,7 @@ public static class SanityChecks
             var saved = Redraw(modules, redraw, options.Seed);
             try
             {
-                using var maps = Maps(model, createComposite, explainerOptions, images, t, options.BatchSize);
+                using var maps = Maps(model, createComposite, explainerOptions, images, t, options.BatchSize, cancellationToken);
                 var label = group.Count == 1 ? group[0] : $"{group[0]}…{group[^1]}";
                 return new SanityStep(mode, index, label, redraw, MapSimilarityMeasures.Mean(MapSimilarityMeasures.Compare(original, maps, options.TopFraction)));
             }
@@ -271,15 +275,17 @@ public static class SanityChecks
         return result;
     }
 
-    private static Tensor Maps(nn.Module<Tensor, Tensor> model, Func<Composite> createComposite, ExplainerOptions explainerOptions, Tensor images, long[] targets, int batchSize)
+    private static Tensor Maps(nn.Module<Tensor, Tensor> model, Func<Composite> createComposite, ExplainerOptions explainerOptions, Tensor images, long[] targets, int batchSize,
+        CancellationToken cancellationToken)
     {
         using var explainer = new Explainer(model, createComposite(), explainerOptions);
         var parts = new List<Tensor>();
         using var scope = torch.NewDisposeScope();
         for (var s = 0; s < images.shape[0]; s += batchSize)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var len = (int)Math.Min(batchSize, images.shape[0] - s);
-            using var e = explainer.Explain(images.narrow(0, s, len), targets.Skip(s).Take(len).ToArray());
+            using var e = explainer.Explain(images.narrow(0, s, len), targets.Skip(s).Take(len).ToArray(), cancellationToken);
             parts.Add(e.Heatmap.detach().clone());
         }
         return torch.cat(parts.ToArray()).MoveToOuterDisposeScope();

@@ -188,6 +188,31 @@ public sealed class BenchmarkRunState
     /// <summary>True when the shard is finished.</summary>
     public bool Complete { get; set; }
 
+    /// <summary>
+    /// What this state holds, in words: which rows are complete and how many batches of the others are done (e.g.
+    /// <c>complete: references, lrp-epsilon; partial: root (2 of 4 batches)</c>).
+    /// </summary>
+    public string DescribeProgress()
+    {
+        var batches = Shard.Length == 0 ? 0 : (Shard.Length + Settings.BatchSize - 1) / Settings.BatchSize;
+        var complete = new List<string>();
+        var partial = new List<string>();
+        var references = References.Count > 0 && References.All(r => r.Complete);
+        if (references) complete.Add("references");
+        else if (References.FirstOrDefault() is { BatchesDone.Count: > 0 } r) partial.Add($"references ({r.BatchesDone.Count} of {batches} batches)");
+        foreach (var m in Methods.Concat(Ablations))
+        {
+            if (m.Complete) complete.Add(m.Label);
+            // ablations may run on the first samples only: their batch count is not the shard's
+            else if (m.BatchesDone.Count > 0) partial.Add(m.IsAblation ? $"{m.Label} ({m.BatchesDone.Count} batches)" : $"{m.Label} ({m.BatchesDone.Count} of {batches} batches)");
+        }
+        if (complete.Count == 0 && partial.Count == 0) return "no batch was complete";
+        var parts = new List<string>();
+        if (complete.Count > 0) parts.Add("complete: " + string.Join(", ", complete));
+        if (partial.Count > 0) parts.Add("partial: " + string.Join(", ", partial));
+        return string.Join("; ", parts);
+    }
+
     /// <summary>Serializer settings (indented; exact sums as integer strings; enums by name).</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -98,8 +98,9 @@ public static class BackboneHeads
     /// <param name="loader">Loads and normalises the images for it.</param>
     /// <param name="paths">Image files.</param>
     /// <param name="batchSize">Images per forward pass.</param>
+    /// <param name="cancellationToken">Checked before every batch; a cancelled call throws <see cref="OperationCanceledException"/>.</param>
     /// <exception cref="ImageLoadException">An image cannot be read (names the file).</exception>
-    public static Tensor Features(ResNet model, ImageLoader loader, IReadOnlyList<string> paths, int batchSize = 8)
+    public static Tensor Features(ResNet model, ImageLoader loader, IReadOnlyList<string> paths, int batchSize = 8, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(loader);
@@ -112,6 +113,11 @@ public static class BackboneHeads
         {
             for (var start = 0; start < paths.Count; start += batchSize)
             {
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    foreach (var p in parts) p.Dispose();
+                    cancellationToken.ThrowIfCancellationRequested();
+                }
                 using var scope = NewDisposeScope();
                 var batch = loader.LoadBatch(paths.Skip(start).Take(batchSize)).to(device);
                 parts.Add(model.ForwardFeatures(batch).MoveToOuterDisposeScope());
@@ -132,13 +138,14 @@ public static class BackboneHeads
     /// <param name="data">The example images (see <see cref="ImageFolder.Scan"/> with <c>looseImagesAreClasses</c>).</param>
     /// <param name="backboneName">The backbone's name in the report.</param>
     /// <param name="batchSize">Images per forward pass.</param>
-    public static HeadReport BuildPrototypes(ResNet model, ImageLoader loader, ImageFolder data, string backboneName, int batchSize = 8)
+    /// <param name="cancellationToken">Checked before every batch of images; a cancelled call throws <see cref="OperationCanceledException"/> and leaves the head as it was.</param>
+    public static HeadReport BuildPrototypes(ResNet model, ImageLoader loader, ImageFolder data, string backboneName, int batchSize = 8, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         CheckHead(model, data.ClassNames.Count);
         var watch = Stopwatch.StartNew();
         using var scope = NewDisposeScope();
-        var features = Features(model, loader, data.Items.Select(i => i.Path).ToList(), batchSize);
+        var features = Features(model, loader, data.Items.Select(i => i.Path).ToList(), batchSize, cancellationToken);
         var labels = tensor(data.Items.Select(i => (long)i.Label).ToArray(), device: features.device);
         var k = data.ClassNames.Count;
         var sums = zeros(k, features.shape[1], dtype: features.dtype, device: features.device).index_add_(0, labels, features, 1);
@@ -171,7 +178,12 @@ public static class BackboneHeads
     /// <param name="backboneName">The backbone's name in the report.</param>
     /// <param name="options">Options (null: defaults).</param>
     /// <param name="log">Optional progress lines.</param>
-    public static HeadReport TrainLinearProbe(ResNet model, ImageLoader loader, ImageFolder data, string backboneName, LinearProbeOptions? options = null, TextWriter? log = null)
+    /// <param name="cancellationToken">
+    /// Checked before every batch of images and every optimiser step; a cancelled call throws
+    /// <see cref="OperationCanceledException"/> and leaves the model's head as it was.
+    /// </param>
+    public static HeadReport TrainLinearProbe(ResNet model, ImageLoader loader, ImageFolder data, string backboneName, LinearProbeOptions? options = null, TextWriter? log = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         options ??= new LinearProbeOptions();
@@ -193,9 +205,11 @@ public static class BackboneHeads
         }
         log?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"features of {data.Items.Count} images ({fit.Count} fitting, {heldOut.Count} held out)…"));
         using var scope = NewDisposeScope();
-        var fitFeatures = Features(model, loader, fit.Select(i => i.Path).ToList(), options.BatchSize);
+        var fitFeatures = Features(model, loader, fit.Select(i => i.Path).ToList(), options.BatchSize, cancellationToken);
         var device = fitFeatures.device;
         var fitLabels = tensor(fit.Select(i => (long)i.Label).ToArray(), device: device);
+        // the held-out features too before the head changes: a cancellation leaves the head as it was
+        var heldOutFeatures = heldOut.Count > 0 ? Features(model, loader, heldOut.Select(i => i.Path).ToList(), options.BatchSize, cancellationToken) : null;
 
         // Fit on features standardised per dimension, then fold the standardisation into the head so the model stays a plain ResNet.
         var mu = fitFeatures.mean(new long[] { 0 }, keepdim: true);
@@ -208,6 +222,7 @@ public static class BackboneHeads
         var optimizer = optim.Adam(new[] { weight, bias }, options.LearningRate);
         for (var step = 0; step < options.Steps; step++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             using var inner = NewDisposeScope();
             optimizer.zero_grad();
             var loss = nn.functional.cross_entropy(z.matmul(weight.t()) + bias, fitLabels) + options.WeightDecay * weight.pow(2).sum();
@@ -222,10 +237,9 @@ public static class BackboneHeads
         }
         var trainAccuracy = Accuracy(model, fitFeatures, fitLabels);
         double? heldOutAccuracy = null;
-        if (heldOut.Count > 0)
+        if (heldOutFeatures is not null)
         {
-            var hf = Features(model, loader, heldOut.Select(i => i.Path).ToList(), options.BatchSize);
-            heldOutAccuracy = Accuracy(model, hf, tensor(heldOut.Select(i => (long)i.Label).ToArray(), device: device));
+            heldOutAccuracy = Accuracy(model, heldOutFeatures, tensor(heldOut.Select(i => (long)i.Label).ToArray(), device: device));
         }
         else
         {
@@ -256,9 +270,9 @@ public static class BackboneHeads
         var stem = Path.Combine(Path.GetDirectoryName(full)!, Path.GetFileNameWithoutExtension(full));
         ModelWeights.Save(model, full);
         var labels = stem + ".labels.txt";
-        File.WriteAllLines(labels, report.Classes);
+        RootDtd.IO.AtomicFile.WriteAllText(labels, string.Concat(report.Classes.Select(c => c + Environment.NewLine)));
         var written = report with { WeightsPath = full, LabelsPath = labels };
-        File.WriteAllText(stem + ".json", JsonSerializer.Serialize(written, JsonOptions));
+        RootDtd.IO.AtomicFile.WriteAllText(stem + ".json", JsonSerializer.Serialize(written, JsonOptions));
         return written;
     }
 

@@ -211,7 +211,7 @@ public static class SyntheticModels
         return model;
     }
 
-    /// <summary>Saves a model's state dict (parameters and BatchNorm buffers) as safetensors.</summary>
+    /// <summary>Saves a model's state dict (parameters and BatchNorm buffers) as safetensors, through <see cref="RootDtd.IO.AtomicFile"/> (complete or absent, never truncated).</summary>
     /// <param name="model">Model.</param>
     /// <param name="path">Output file (its folder is created).</param>
     public static void Save(nn.Module model, string path)
@@ -219,7 +219,7 @@ public static class SyntheticModels
         ArgumentNullException.ThrowIfNull(model);
         var dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
-        model.save_safetensors(path);
+        RootDtd.IO.AtomicFile.Write(path, stream => model.save_safetensors(stream, leaveOpen: true));
     }
 
     /// <summary>Explainer options with the valid pixel box [0,1] in the models' normalised space (needed by z^B and root inference).</summary>

@@ -213,7 +213,7 @@ public sealed record TrainingReport
 
     /// <summary>Writes the report as indented JSON.</summary>
     /// <param name="path">File path.</param>
-    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    public void Save(string path) => RootDtd.IO.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }) + "\n");
 }
 
 /// <summary>A trained model with its report.</summary>
@@ -231,8 +231,15 @@ public static class SyntheticTrainer
     /// <param name="options">Options.</param>
     /// <param name="progress">Receives every epoch's statistics.</param>
     /// <param name="log">Optional text log (one line per epoch and stage); e.g. <see cref="Console.Out"/>.</param>
+    /// <param name="cancellationToken">
+    /// Checked before every optimiser step: when it is cancelled the training stops after the step in progress, measures
+    /// the test accuracy of the weights it has and throws <see cref="TrainingInterruptedException"/> with that model and
+    /// a report that says where it stopped (the partial epoch is not in <see cref="TrainingReport.History"/>).
+    /// </param>
     /// <returns>The trained model and its report.</returns>
-    public static TrainingResult Train(TrainingOptions? options = null, IProgress<EpochReport>? progress = null, TextWriter? log = null)
+    /// <exception cref="TrainingInterruptedException"><paramref name="cancellationToken"/> was cancelled (it holds the model as it was).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the first step (no model).</exception>
+    public static TrainingResult Train(TrainingOptions? options = null, IProgress<EpochReport>? progress = null, TextWriter? log = null, CancellationToken cancellationToken = default)
     {
         options ??= new TrainingOptions();
         options.Validate();
@@ -243,6 +250,11 @@ public static class SyntheticTrainer
         var (trainX, trainY) = Split(generator, options.DataSeed, options.TrainImages);
         var (valX, valY) = Split(generator, options.DataSeed + 1, options.ValidationImages);
         log?.WriteLine($"  done in {total.Elapsed.TotalSeconds:F1} s");
+        if (cancellationToken.IsCancellationRequested)
+        {
+            foreach (var t in new[] { trainX, trainY, valX, valY }) t.Dispose();
+            cancellationToken.ThrowIfCancellationRequested();
+        }
 
         torch.random.manual_seed(options.Seed);
         var model = SyntheticModels.Create(options.Architecture, options.ClassCount, options.ImageSize);
@@ -265,6 +277,7 @@ public static class SyntheticTrainer
         var history = new List<EpochReport>();
         double valAcc = 0;
         var stopReason = string.Create(CultureInfo.InvariantCulture, $"ran all {options.MaxEpochs} epochs");
+        var interrupted = false;
         try
         {
             for (var epoch = 1; epoch <= options.MaxEpochs; epoch++)
@@ -281,6 +294,13 @@ public static class SyntheticTrainer
                     {
                         var len = Math.Min(options.BatchSize, options.TrainImages - s);
                         if (len < 2) break; // BatchNorm cannot train on a single sample
+                        if (cancellationToken.IsCancellationRequested)
+                        {
+                            interrupted = true;
+                            stopReason = string.Create(CultureInfo.InvariantCulture,
+                                $"interrupted during epoch {epoch} after {step} of {stepsPerEpoch} steps ({history.Count} complete epochs): the weights are those after that step");
+                            break;
+                        }
                         using var scope = torch.NewDisposeScope();
                         var idx = order.narrow(0, s, len);
                         var x = trainX.index_select(0, idx);
@@ -303,6 +323,12 @@ public static class SyntheticTrainer
                         correct += logits.argmax(1).eq(y).sum().item<long>();
                         seen += len;
                     }
+                }
+
+                if (interrupted)
+                {
+                    log?.WriteLine(stopReason);
+                    break;
                 }
 
                 valAcc = Accuracy(model, valX, valY, 256);
@@ -366,6 +392,7 @@ public static class SyntheticTrainer
             InitialWeights = options.InitialWeights is null ? null : Path.GetFileName(options.InitialWeights),
             InitializedFrom = initialReport,
         };
+        if (interrupted) throw new TrainingInterruptedException(new TrainingResult(model, reportAll), cancellationToken);
         return new TrainingResult(model, reportAll);
     }
 
@@ -405,18 +432,45 @@ public static class SyntheticTrainer
     /// <param name="options">Options.</param>
     /// <param name="outputPath">The <c>.safetensors</c> path.</param>
     /// <param name="log">Optional text log.</param>
+    /// <param name="cancellationToken">
+    /// See <see cref="Train"/>. An interrupted training leaves <paramref name="outputPath"/> as it was and writes the
+    /// weights it has to <see cref="InterruptedPath"/> (plus its sidecar, whose stop reason says where it stopped).
+    /// </param>
     /// <returns>The report.</returns>
-    public static TrainingReport TrainAndSave(TrainingOptions options, string outputPath, TextWriter? log = null)
+    /// <exception cref="TrainingInterruptedException">Interrupted; <see cref="TrainingInterruptedException.WeightsPath"/> names the weights written.</exception>
+    public static TrainingReport TrainAndSave(TrainingOptions options, string outputPath, TextWriter? log = null, CancellationToken cancellationToken = default)
     {
-        var result = Train(options, null, log);
-        using (result.Model)
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputPath);
+        TrainingResult result;
+        try
         {
-            SyntheticModels.Save(result.Model, outputPath);
+            result = Train(options, null, log, cancellationToken);
         }
-
-        result.Report.Save(Path.ChangeExtension(outputPath, ".json"));
-        log?.WriteLine($"saved {outputPath} ({new FileInfo(outputPath).Length / 1024.0:F0} KiB) and {Path.ChangeExtension(outputPath, ".json")}");
+        catch (TrainingInterruptedException e) when (e.Result is { } partial)
+        {
+            var path = InterruptedPath(outputPath);
+            using (partial.Model) SaveWithSidecar(partial, path, log);
+            throw new TrainingInterruptedException(partial.Report, path, e);
+        }
+        using (result.Model) SaveWithSidecar(result, outputPath, log);
         return result.Report;
+    }
+
+    /// <summary>Where <see cref="TrainAndSave"/> writes the weights of an interrupted training: <c>&lt;stem&gt;.interrupted.safetensors</c> next to the output.</summary>
+    /// <param name="outputPath">The output weights path.</param>
+    public static string InterruptedPath(string outputPath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputPath);
+        var full = Path.GetFullPath(outputPath);
+        return Path.Combine(Path.GetDirectoryName(full)!, Path.GetFileNameWithoutExtension(full) + ".interrupted" + Path.GetExtension(full));
+    }
+
+    private static void SaveWithSidecar(TrainingResult result, string path, TextWriter? log)
+    {
+        SyntheticModels.Save(result.Model, path);
+        result.Report.Save(Path.ChangeExtension(path, ".json"));
+        log?.WriteLine($"saved {path} ({new FileInfo(path).Length / 1024.0:F0} KiB) and {Path.ChangeExtension(path, ".json")}");
     }
 
     /// <summary>The optimiser, schedule and augmentation of <paramref name="options"/> as one line (the sidecar's <c>Optimizer</c>).</summary>

@@ -225,13 +225,13 @@ public static class ModelWeights
     /// PyTorch's zip format, loadable with <c>model.load_state_dict(torch.load(path))</c>.
     /// </summary>
     /// <param name="module">The model.</param>
-    /// <param name="path">The file to create or overwrite.</param>
+    /// <param name="path">The file to create or overwrite; written through <see cref="RootDtd.IO.AtomicFile"/> (complete or absent, never truncated).</param>
     public static void Save(nn.Module module, string path)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) module.save_safetensors(path);
-        else module.save_py(path);
+        if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) RootDtd.IO.AtomicFile.Write(path, stream => module.save_safetensors(stream, leaveOpen: true));
+        else RootDtd.IO.AtomicFile.Write(path, stream => module.save_py(stream, leaveOpen: true));
     }
 
     /// <summary>Formats a shape like PyTorch's lists: <c>[64, 3, 7, 7]</c>.</summary>

@@ -17,6 +17,15 @@ public static class ChildProbe
 
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "cli")
+        {
+            // the rootdtd command line on the console (Ctrl-C handling included), with the tiny test architecture
+            CliFixture.RegisterArch();
+            var code = CliApp.Run(args[1..]);
+            Console.Out.Flush();
+            Console.Error.Flush();
+            Environment.Exit(code);
+        }
         if (args.Length < 3 || args[0] != "probe")
         {
             Console.Error.WriteLine("usage: probe image <file> | probe weights <file>");
@@ -84,8 +93,8 @@ public static class ChildProbe
         return self.PeakWorkingSet64; // Linux: VmHWM of /proc/self/status
     }
 
-    /// <summary>Runs this assembly as a child process with the given probe arguments and parses its JSON line.</summary>
-    public static Outcome Run(TimeSpan timeout, params string[] args)
+    /// <summary>How to start this assembly as a child process with <paramref name="args"/> (output and error redirected).</summary>
+    public static ProcessStartInfo StartInfo(params string[] args)
     {
         var assembly = typeof(ChildProbe).Assembly.Location;
         var start = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
@@ -100,7 +109,13 @@ public static class ChildProbe
         start.ArgumentList.Add("exec");
         start.ArgumentList.Add(assembly);
         foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the probe process");
+        return start;
+    }
+
+    /// <summary>Runs this assembly as a child process with the given probe arguments and parses its JSON line.</summary>
+    public static Outcome Run(TimeSpan timeout, params string[] args)
+    {
+        using var process = Process.Start(StartInfo(args)) ?? throw new InvalidOperationException("could not start the probe process");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(timeout))

@@ -34,6 +34,7 @@ public sealed class CancellationTests : IDisposable
         PgdSamples = 2,
         Pgd = new PgdOptions { MaxIterations = 1 },
         GallerySamples = 2,
+        Perturbation = new PixelPerturbationOptions { Schedules = new[] { PerturbationSchedule.Coarse } },
     };
 
     private static torch.nn.Module<torch.Tensor, torch.Tensor> Model()
@@ -53,8 +54,10 @@ public sealed class CancellationTests : IDisposable
         var dir = directory ?? _dir;
         var (statePath, _) = ShardedBenchmark.OpenState(dir, "tiny", (0, 1), resume: false, log: null);
         using var model = Model();
-        var runner = new BenchmarkRunner(model, Options(), progress);
-        return ShardedBenchmark.Run(runner, Options(), images, masks, labels, BenchmarkShard.Whole(Samples), statePath, resume, dir, "tiny", cancellationToken: token);
+        // no PGD here: the runner test covers it
+        var options = Options() with { Protocols = BenchmarkProtocols.Perturbation | BenchmarkProtocols.Localization };
+        var runner = new BenchmarkRunner(model, options, progress);
+        return ShardedBenchmark.Run(runner, options, images, masks, labels, BenchmarkShard.Whole(Samples), statePath, resume, dir, "tiny", cancellationToken: token);
     }
 
     [Fact]
@@ -154,6 +157,43 @@ public sealed class CancellationTests : IDisposable
             var resumed = RunWhole(images, masks, labels, resume, null, CancellationToken.None);
             ReportJson.WithoutTimes(File.ReadAllText(resumed.Files!.Json)).Should().Be(fullJson);
             File.ReadAllText(resumed.Files.Markdown).Should().NotContain("earlier run");
+        }
+    }
+
+    [Fact]
+    public void A_resumed_unsharded_run_computes_the_sanity_checks_of_methods_finished_before_the_interruption_again()
+    {
+        // the state file does not hold sanity results (MethodState.Sanity), so the resumed run must not lose them
+        var (images, masks, labels) = Split();
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            var options = Options() with
+            {
+                Protocols = BenchmarkProtocols.Localization | BenchmarkProtocols.Sanity, SanitySamples = 2,
+                Sanity = new SanityCheckOptions { Groups = 1, Independent = false },
+            };
+            var shard = BenchmarkShard.Whole(Samples);
+            string? saved = null;
+            using (var model = Model())
+            {
+                using var source = new CancellationTokenSource();
+                var act = () => new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard, checkpoint: s =>
+                {
+                    saved = s.ToJson();
+                    if (s.Methods.Count == 1 && s.Methods[0].Complete) source.Cancel();
+                }, cancellationToken: source.Token);
+                act.Should().Throw<OperationCanceledException>();
+            }
+            var partial = BenchmarkRunState.FromJson(saved!, "checkpoint");
+            partial.Methods.Should().ContainSingle().Which.Complete.Should().BeTrue();
+            partial.Methods[0].Sanity.Should().BeNull("the file format has no sanity results");
+            using (var model = Model())
+            {
+                var resumed = BenchmarkResult.FromStates(options, new[] { new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard, partial) });
+                resumed.Methods.Should().HaveCount(2).And.OnlyContain(m => m.Sanity != null && m.Sanity.Steps.Count == 1);
+            }
         }
     }
 

@@ -168,7 +168,7 @@ public sealed class ExplainRunner
             StartRelevance.AbsoluteTargetLogit => "absolute-logit",
             _ => "one-hot",
         };
-        var traits = MethodTraits.Of(explainer.Composite);
+        var traits = MethodTraits.Of(explainer.Composite).On(explainer.Graph);
 
         for (var k = 0; k < images.Count; k++)
         {

@@ -26,11 +26,30 @@ public sealed class MethodTraitsTests
         MethodTraits.Of(MethodCatalog.Parse("chefer-root")).Family.Should().Be(MethodFamily.TokenMap);
         MethodTraits.Of("root-published").Should().Be(new MethodTraits(MethodFamily.PublishedRootInference, ConservationExpectation.NotExpected));
         MethodTraits.Of("epsilon-plus-flat").Conservation.Should().Be(ConservationExpectation.Approximately);
-        MethodTraits.Of("flat").Conservation.Should().Be(ConservationExpectation.Conserves);
+        // flat's relevance sent to inactive units is dropped at pooling, w²'s denominator holds the bias²: approximately
+        MethodTraits.Of("flat").Conservation.Should().Be(ConservationExpectation.Approximately);
+        MethodTraits.Of("wsquare").Conservation.Should().Be(ConservationExpectation.Approximately);
+        MethodTraits.Of("root").MayAbsorbAt(RootDtd.Graph.NodeKind.LinearUnit).Should().BeTrue("a unit that cannot respond loses its relevance");
+        MethodTraits.Of("root").MayAbsorbAt(RootDtd.Graph.NodeKind.AvgPool).Should().BeFalse();
+        MethodTraits.Of("epsilon").MayAbsorbAt(RootDtd.Graph.NodeKind.AvgPool).Should().BeTrue();
+        MethodTraits.Of("gradient").ConservationTolerance.Should().Be(double.PositiveInfinity);
         MethodTraits.Of("gradient-x-input").Should().Be(new MethodTraits(MethodFamily.Gradient, ConservationExpectation.NotExpected));
         MethodTraits.Of("my-own-method").Should().Be(new MethodTraits(MethodFamily.Other, ConservationExpectation.NotExpected));
         // a composite that starts from 1 at the target is a gradient method, whatever its name
         MethodTraits.Of(new Composite("custom") { StartRelevance = StartRelevance.OneHot }).Family.Should().Be(MethodFamily.Gradient);
+    }
+
+    [Fact]
+    public void Root_conserves_on_a_cnn_graph_and_only_approximately_on_a_transformer_graph()
+    {
+        using var cnn = TestNets.CnnWithBatchNorm();
+        using var vit = TestNets.SmallVit(false);
+        using var onCnn = new Explainer(cnn, MethodCatalog.Parse("root:steps=2"));
+        using var onVit = new Explainer(vit, MethodCatalog.Parse("root:steps=2"));
+        MethodTraits.Of(onCnn.Composite).On(onCnn.Graph).Conservation.Should().Be(ConservationExpectation.Conserves);
+        MethodTraits.Of(onVit.Composite).On(onVit.Graph).Conservation.Should().Be(ConservationExpectation.Approximately,
+            "LayerNorm, attention and the class token/position embedding absorb relevance (root: relative error 1…10 on a small ViT)");
+        MethodTraits.Of("epsilon").On(onVit.Graph).Should().Be(MethodTraits.Of("epsilon"));
     }
 
     [Fact]

@@ -11,7 +11,9 @@ namespace RootDtd.Tests.Fuzz;
 
 /// <summary>
 /// Random small architectures (seeded) × every method of the catalog: relevance is finite, the conservation report
-/// is finite, and explaining a batch gives each sample's explanation alone (float64, 1e-9 relative, root inference
+/// is finite, conservation holds where the method claims it (at <see cref="MethodTraits.ConservationTolerance"/>, with
+/// the relevance absorbed where <see cref="MethodTraits.MayAbsorbAt"/> allows counted), and explaining a batch gives each
+/// sample's explanation alone (float64, 1e-9 relative, root inference
 /// included: its solver decides its steps on quantities accurate relative to their own size, docs/reliability.md). CI runs
 /// <see cref="DefaultNets"/> nets and compares one sample per net with its explanation alone (sample seed mod 3, so
 /// every position of the batch is checked across the nets); set <c>ROOTDTD_FUZZ_NETS=50</c> (or more) for the long
@@ -117,7 +119,7 @@ public sealed class RandomArchitectureFuzzTests
     public void Every_method_on_random_nets_is_finite_and_batch_independent(string method)
     {
         var problems = new List<string>();
-        double worst = 0;
+        double worst = 0, worstConservation = 0;
         var tolerance = BatchTolerance;
         for (int seed = 0; seed < NetCount; seed++)
         {
@@ -131,6 +133,22 @@ public sealed class RandomArchitectureFuzzTests
             using var batch = explainer.Explain(x);
             if (!torch.isfinite(batch.InputRelevance).all().item<bool>() || batch.Conservation.NonFiniteSamples.Count > 0)
                 problems.Add($"seed {seed} ({description}): non-finite relevance");
+            // conservation where the method claims it, at its traits' tolerance: Σ input + what the nodes the
+            // definition lets absorb (MethodTraits.MayAbsorbAt) absorbed, against the start relevance
+            var traits = MethodTraits.Of(explainer.Composite).On(explainer.Graph);
+            if (traits.Conservation != ConservationExpectation.NotExpected)
+            {
+                var sites = explainer.Graph.Nodes.Where(n => traits.MayAbsorbAt(n.Kind)).Select(n => n.Name).ToHashSet(StringComparer.Ordinal);
+                for (int k = 0; k < 3; k++)
+                {
+                    var start = batch.Conservation.StartRelevance[k];
+                    var absorbed = batch.Conservation.Absorbed.Where(a => sites.Contains(a.Layer)).Sum(a => a.Sums[k]);
+                    var error = Math.Abs(batch.Conservation.InputSum[k] + absorbed - start) / Math.Max(Math.Abs(start), 1e-300);
+                    worstConservation = Math.Max(worstConservation, error);
+                    if (!(error <= traits.ConservationTolerance))
+                        problems.Add($"seed {seed} sample {k} ({description}): conservation error {error:g3} (Σ input {batch.Conservation.InputSum[k]:g6} + absorbed at {traits.Conservation} sites {absorbed:g6} vs start {start:g6}) above {traits.ConservationTolerance:g2}");
+                }
+            }
             foreach (var i in SinglesOf(seed))
             {
                 using var single = explainer.Explain(x[i..(i + 1)], new[] { batch.Targets[i] });
@@ -142,7 +160,7 @@ public sealed class RandomArchitectureFuzzTests
                 if (!(difference <= tolerance)) problems.Add($"seed {seed} sample {i} ({description}): batch vs alone {difference:g3}");
             }
         }
-        _output.WriteLine($"{method}: {NetCount} nets, worst batch-vs-alone relative difference {worst:g3}");
+        _output.WriteLine($"{method}: {NetCount} nets, worst batch-vs-alone relative difference {worst:g3}, worst conservation error {worstConservation:g3} (tolerance {MethodTraits.Of(method).ConservationTolerance:g2})");
         problems.Should().BeEmpty();
     }
 }

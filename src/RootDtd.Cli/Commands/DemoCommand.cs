@@ -73,6 +73,7 @@ public sealed class DemoCommand : ICliCommand
             }
             var clock = Stopwatch.StartNew();
             var dir = parse.GetValue(output)!;
+            CommandAction.RequireWritableFolder(dir);
             var o = environment.Out;
             foreach (var architecture in architectures)
             {
@@ -97,7 +98,19 @@ public sealed class DemoCommand : ICliCommand
                 };
                 environment.Error.WriteLine($"demo: explaining {settings.Samples} generated images with {SyntheticModels.NameOf(architecture)} ({string.Join(", ", methodList.Select(m => m.Label))}) …");
                 var progress = new BenchmarkConsoleProgress(environment);
-                var run = SyntheticBenchmark.Run(settings, environment.Error, progress);
+                BenchmarkRunOutput run;
+                try
+                {
+                    run = SyntheticBenchmark.Run(settings, environment.Error, progress, environment.Cancellation);
+                }
+                catch (BenchmarkInterruptedException e)
+                {
+                    // the demo has no --resume: its state file would only be left behind
+                    progress.Finish();
+                    if (e.StatePath is not null) File.Delete(e.StatePath);
+                    environment.WriteError($"interrupted: no report of {SyntheticModels.NameOf(architecture)} was written; the reports of the models before it are complete.");
+                    return ExitCodes.Interrupted;
+                }
                 var result = run.Result;
                 var files = run.Files!;
                 progress.Finish();

@@ -145,6 +145,24 @@ public sealed class EvaluateInterruptionTests
         File.Exists(Path.Combine(dir, "other.safetensors")).Should().BeFalse();
     }
 
+    [Fact]
+    public void Ctrl_C_before_demo_starts_exits_130_and_writes_nothing_and_an_unwritable_out_is_refused()
+    {
+        var dir = _f.NewOutputDir();
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var r = Run(cancelled.Token, new StringWriter(), "demo", "--samples", "1", "--gallery", "0", "--model", "synthetic-resnet", "--methods", "epsilon", "--out", dir);
+        r.ExitCode.Should().Be(ExitCodes.Interrupted, r.ToString());
+        r.Error.Should().Contain("nothing was written");
+        (Directory.Exists(dir) ? Directory.GetFiles(dir) : Array.Empty<string>()).Should().BeEmpty();
+
+        var file = Path.Combine(_f.Root, "demo-not-a-folder");
+        File.WriteAllText(file, "x");
+        var blocked = CliFixture.Run("demo", "--samples", "1", "--model", "synthetic-resnet", "--methods", "epsilon", "--out", Path.Combine(file, "out"));
+        blocked.ExitCode.Should().Be(ExitCodes.Failure, blocked.ToString());
+        blocked.Error.Should().Contain("--out").And.Contain("not writable").And.Contain("nothing was computed").And.NotContain("demo: explaining");
+    }
+
     /// <summary>A writer that cancels when a line starting with <paramref name="prefix"/> is written.</summary>
     private sealed class CancelOnLine(CancellationTokenSource source, string prefix) : StringWriter
     {

@@ -22,7 +22,7 @@ public class SyntheticVitCommandTests
             r.Out.Should().Contain("synthetic-vit: test accuracy");
             var sidecar = System.Text.Json.JsonSerializer.Deserialize<TrainingReport>(File.ReadAllText(Path.ChangeExtension(weights, ".json")))!;
             sidecar.Architecture.Should().Be(SyntheticArchitecture.Vit);
-            sidecar.Optimizer.Should().StartWith("AdamW(lr=0.002, weight_decay=0.05), linear warm-up over 2 epochs");
+            sidecar.Optimizer.Should().StartWith("AdamW(lr=0.0015, weight_decay=0.01), linear warm-up over 2 epochs").And.Contain("fresh images every epoch");
             sidecar.StopReason.Should().Be("ran all 1 epochs");
             using var loaded = SyntheticModels.Create(SyntheticArchitecture.Vit, imageSize: 32);
             var act = () => loaded.load_safetensors(weights);

@@ -108,7 +108,10 @@ public static class SyntheticModels
         _ => $"new Vgg(new[] {{ 16, 0, 32, 0, 64, 0, 64, 0 }}, batchNorm: true, hidden: new[] {{ 64 }}, numClasses: {numClasses}, pooledSize: 1, dropout: 0)",
     };
 
-    private static string VitConstructorText(VisionTransformerOptions o) => string.Create(CultureInfo.InvariantCulture,
+    /// <summary>The C# constructor call of a ViT of shape <paramref name="o"/>, as documented in the weights' sidecar.</summary>
+    /// <param name="o">Shape.</param>
+    /// <returns>Source text.</returns>
+    public static string VitConstructorText(VisionTransformerOptions o) => string.Create(CultureInfo.InvariantCulture,
         $"new VisionTransformer(new VisionTransformerOptions {{ ImageSize = {o.ImageSize}, PatchSize = {o.PatchSize}, EmbedDim = {o.EmbedDim}, Depth = {o.Depth}, NumHeads = {o.NumHeads}, MlpRatio = {o.MlpRatio}, NumClasses = {o.NumClasses} }})");
 
     /// <summary>Parses <c>resnet</c> / <c>vgg</c> / <c>vit</c> (or a model name such as <c>synthetic-resnet</c>).</summary>

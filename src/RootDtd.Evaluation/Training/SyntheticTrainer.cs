@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using RootDtd.Evaluation.Synthetic;
+using RootDtd.Models;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -83,8 +84,45 @@ public sealed record TrainingOptions
     public double GradientClip { get; init; }
 
     /// <summary>
+    /// Fresh training images every epoch: epoch e (0-based) trains on images e·<see cref="TrainImages"/> …
+    /// (e+1)·<see cref="TrainImages"/> − 1 of the same training stream (seed <see cref="DataSeed"/>; the validation and
+    /// test streams are untouched), so no image is seen twice. Default off (the same <see cref="TrainImages"/> images every epoch).
+    /// </summary>
+    public bool FreshImagesPerEpoch { get; init; }
+
+    /// <summary>
+    /// The ViT's shape when <see cref="Architecture"/> is <see cref="SyntheticArchitecture.Vit"/>; <see langword="null"/> =
+    /// <see cref="SyntheticModels.VitOptions"/> (the committed model's shape). Its class count and image size must match
+    /// <see cref="ClassCount"/> and <see cref="ImageSize"/>. Default <see langword="null"/>.
+    /// </summary>
+    public VisionTransformerOptions? VitShape { get; init; }
+
+    /// <summary>
+    /// Initialise the ViT as timm's <c>init_weights_vit_timm</c> does (every Linear weight truncated normal σ 0.02 cut at ±2σ,
+    /// biases zero; LayerNorms 1 and 0; the patch convolution and the tokens as constructed) instead of TorchSharp's default
+    /// Linear initialisation. Ignored for the CNNs and with <see cref="InitialWeights"/>. Default off.
+    /// </summary>
+    public bool TimmInit { get; init; }
+
+    /// <summary>
+    /// Start the ViT's (learned) position embedding from the fixed 2D sine-cosine embedding of MAE / Beyer et al. 2022
+    /// (<see cref="SyntheticTrainer.SinCosPositionEmbedding"/>; class token position 0) instead of N(0, 0.02²). Ignored for the CNNs and with
+    /// <see cref="InitialWeights"/>. Default off.
+    /// </summary>
+    public bool SinCosPositions { get; init; }
+
+    /// <summary>
+    /// Train on randomly permuted labels (the data-randomisation test of Adebayo et al. 2018): the training labels are
+    /// shuffled once with a generator seeded by this value (<see cref="SyntheticTrainer.PermuteLabels"/>; class counts kept), validation and
+    /// test labels stay true, so their accuracy measures what a model that memorised noise knows (about chance). Needs
+    /// <see cref="FreshImagesPerEpoch"/> off (memorising needs the same images every epoch). Default <see langword="null"/> (true labels).
+    /// </summary>
+    public int? PermutedLabelSeed { get; init; }
+
+    /// <summary>
     /// The training recipe of the committed model of <paramref name="architecture"/>: the CNNs use the defaults above;
-    /// the ViT uses AdamW (lr 2e-3, weight decay 0.05), batch 32, 2 warm-up epochs, shifts of ±4 pixels, gradient clipping at 1.
+    /// the ViT uses AdamW (lr 1.5e-3, weight decay 0.01), batch 32, 2 warm-up epochs, gradient clipping at 1 and fresh
+    /// images every epoch (no shifts).
     /// </summary>
     /// <param name="architecture">Architecture.</param>
     /// <returns>The options.</returns>
@@ -92,13 +130,13 @@ public sealed record TrainingOptions
         ? new TrainingOptions
         {
             Architecture = architecture,
-            LearningRate = 2e-3,
-            WeightDecay = 0.05,
+            LearningRate = 1.5e-3,
+            WeightDecay = 0.01,
             DecoupledWeightDecay = true,
             WarmupEpochs = 2,
             BatchSize = 32,
-            ShiftPixels = 4,
             GradientClip = 1,
+            FreshImagesPerEpoch = true,
         }
         : new TrainingOptions { Architecture = architecture };
 
@@ -126,6 +164,14 @@ public sealed record TrainingOptions
         if (InitialWeights is not null && !File.Exists(InitialWeights)) throw new FileNotFoundException($"The initial weights '{InitialWeights}' do not exist.", InitialWeights);
         if (TimeLimitSeconds is { } limit && !(limit > 0)) throw new ArgumentOutOfRangeException(nameof(TimeLimitSeconds), limit, "Must be > 0 seconds.");
         if (!(GradientClip >= 0)) throw new ArgumentOutOfRangeException(nameof(GradientClip), GradientClip, "Must be ≥ 0.");
+        if (PermutedLabelSeed is not null && FreshImagesPerEpoch)
+            throw new ArgumentException("TrainingOptions.PermutedLabelSeed needs FreshImagesPerEpoch off: a model can memorise permuted labels only of images it sees again.", nameof(PermutedLabelSeed));
+        if (VitShape is { } shape)
+        {
+            shape.Validate();
+            if (shape.NumClasses != ClassCount || shape.ImageSize != ImageSize)
+                throw new ArgumentException($"TrainingOptions.VitShape is for {shape.NumClasses} classes at {shape.ImageSize}²; the training has {ClassCount} classes at {ImageSize}².", nameof(VitShape));
+        }
     }
 }
 
@@ -249,6 +295,12 @@ public static class SyntheticTrainer
         log?.WriteLine($"generating {options.TrainImages} train / {options.ValidationImages} validation / {options.TestImages} test images ({options.ImageSize}×{options.ImageSize}) …");
         var (trainX, trainY) = Split(generator, options.DataSeed, options.TrainImages);
         var (valX, valY) = Split(generator, options.DataSeed + 1, options.ValidationImages);
+        if (options.PermutedLabelSeed is { } labelSeed)
+        {
+            var permuted = PermuteLabels(trainY, labelSeed);
+            trainY.Dispose();
+            trainY = permuted;
+        }
         log?.WriteLine($"  done in {total.Elapsed.TotalSeconds:F1} s");
         if (cancellationToken.IsCancellationRequested)
         {
@@ -257,7 +309,16 @@ public static class SyntheticTrainer
         }
 
         torch.random.manual_seed(options.Seed);
-        var model = SyntheticModels.Create(options.Architecture, options.ClassCount, options.ImageSize);
+        var model = options.Architecture == SyntheticArchitecture.Vit && options.VitShape is { } vitShape
+            ? new VisionTransformer(vitShape)
+            : SyntheticModels.Create(options.Architecture, options.ClassCount, options.ImageSize);
+        if (options.TimmInit && options.InitialWeights is null && model is VisionTransformer vit) InitializeLikeTimm(vit);
+        if (options.SinCosPositions && options.InitialWeights is null && model is VisionTransformer v2)
+        {
+            using var noGrad = torch.no_grad();
+            using var table = SinCosPositionEmbedding(v2.Options.GridSize, v2.Options.EmbedDim);
+            v2.PositionEmbedding.copy_(table.unsqueeze(0));
+        }
         TrainingReport? initialReport = null;
         if (options.InitialWeights is { } init)
         {
@@ -283,6 +344,12 @@ public static class SyntheticTrainer
             for (var epoch = 1; epoch <= options.MaxEpochs; epoch++)
             {
                 var clock = Stopwatch.StartNew();
+                if (options.FreshImagesPerEpoch && epoch > 1)
+                {
+                    trainX.Dispose();
+                    trainY.Dispose();
+                    (trainX, trainY) = Split(generator, options.DataSeed, options.TrainImages, (epoch - 1) * options.TrainImages);
+                }
                 var lr = options.LearningRateAt(epoch - 1, 1.0 / stepsPerEpoch);
                 model.train();
                 double lossSum = 0;
@@ -372,7 +439,9 @@ public static class SyntheticTrainer
         {
             Name = SyntheticModels.NameOf(options.Architecture),
             Architecture = options.Architecture,
-            Constructor = SyntheticModels.ConstructorText(options.Architecture, options.ClassCount),
+            Constructor = options.Architecture == SyntheticArchitecture.Vit && options.VitShape is { } shape
+                ? SyntheticModels.VitConstructorText(shape)
+                : SyntheticModels.ConstructorText(options.Architecture, options.ClassCount),
             Classes = generator.Classes.Select(c => c.Name).ToArray(),
             ImageSize = options.ImageSize,
             NormalizationMean = norm.Mean.Select(v => (double)v).ToArray(),
@@ -488,6 +557,10 @@ public static class SyntheticTrainer
         text += string.Create(CultureInfo.InvariantCulture, $", batch {o.BatchSize}, flips={(o.Augment ? "on" : "off")}");
         if (o.ShiftPixels > 0) text += string.Create(CultureInfo.InvariantCulture, $", shifts ±{o.ShiftPixels} px");
         if (o.GradientClip > 0) text += string.Create(CultureInfo.InvariantCulture, $", gradient norm clipped at {o.GradientClip:g3}");
+        if (o.FreshImagesPerEpoch) text += string.Create(CultureInfo.InvariantCulture, $", fresh images every epoch (epoch e: images e·{o.TrainImages} … (e+1)·{o.TrainImages} − 1 of the training stream)");
+        if (o.TimmInit && o.Architecture == SyntheticArchitecture.Vit) text += ", timm initialisation (Linear weights truncated normal σ 0.02, biases 0)";
+        if (o.SinCosPositions && o.Architecture == SyntheticArchitecture.Vit) text += ", position embedding started from the 2D sine-cosine table";
+        if (o.PermutedLabelSeed is { } ls) text += string.Create(CultureInfo.InvariantCulture, $", TRAINING LABELS RANDOMLY PERMUTED (seed {ls}; validation and test labels true)");
         return text + string.Create(CultureInfo.InvariantCulture, $", early stop at validation accuracy ≥ {o.TargetAccuracy:g3}");
     }
 
@@ -514,9 +587,95 @@ public static class SyntheticTrainer
         return byRow.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w));
     }
 
-    private static (Tensor Images, Tensor Labels) Split(SyntheticDatasetGenerator generator, int seed, int count)
+    /// <summary>
+    /// timm's <c>init_weights_vit_timm</c> on <paramref name="model"/>: every Linear weight truncated normal (σ 0.02, cut at
+    /// ±2σ), every Linear bias 0, LayerNorm weight 1 and bias 0; the patch convolution, class token and position embedding
+    /// keep the constructor's initialisation. Uses the current torch seed.
+    /// </summary>
+    /// <param name="model">The ViT.</param>
+    public static void InitializeLikeTimm(VisionTransformer model)
     {
-        var (x, m, y) = SyntheticDatasetGenerator.ToTensors(generator.GenerateMany(seed, count));
+        ArgumentNullException.ThrowIfNull(model);
+        using var noGrad = torch.no_grad();
+        foreach (var (_, module) in model.named_modules())
+        {
+            switch (module)
+            {
+                case TorchSharp.Modules.Linear linear:
+                    TruncatedNormal(linear.weight!, 0.02);
+                    if (linear.bias is { } bias) torch.nn.init.zeros_(bias);
+                    break;
+                case TorchSharp.Modules.LayerNorm norm:
+                    if (norm.weight is { } w) torch.nn.init.ones_(w);
+                    if (norm.bias is { } b) torch.nn.init.zeros_(b);
+                    break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The labels <paramref name="labels"/> [N] in a random order: <c>labels[π]</c> with π a permutation drawn from a CPU
+    /// generator seeded with <paramref name="seed"/> (the same on every device; the multiset of labels is kept).
+    /// </summary>
+    /// <param name="labels">Labels [N] (int64).</param>
+    /// <param name="seed">Seed of the permutation.</param>
+    /// <returns>The permuted labels (a new tensor on the labels' device).</returns>
+    public static Tensor PermuteLabels(Tensor labels, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (labels.dim() != 1) throw new ArgumentException($"PermuteLabels expects labels [N]; got [{string.Join(", ", labels.shape)}].", nameof(labels));
+        using var generator = new torch.Generator((ulong)seed, torch.CPU);
+        using var order = torch.randperm(labels.shape[0], generator: generator).to(labels.device);
+        return labels.index_select(0, order);
+    }
+
+    /// <summary>Fills <paramref name="t"/> with N(0, σ²) cut at ±2σ (values outside are drawn again).</summary>
+    private static void TruncatedNormal(Tensor t, double sigma)
+    {
+        using var scope = torch.NewDisposeScope();
+        var values = torch.randn(t.shape, dtype: t.dtype, device: t.device) * sigma;
+        for (var round = 0; round < 100; round++)
+        {
+            var outside = values.abs().gt(2 * sigma);
+            if (!outside.any().item<bool>()) break;
+            values = torch.where(outside, torch.randn_like(values) * sigma, values);
+        }
+        t.copy_(values.clamp(-2 * sigma, 2 * sigma));
+    }
+
+    /// <summary>
+    /// The 2D sine-cosine position table [1 + g², D] (row 0, the class token: zeros): for patch (row r, column c) the first
+    /// D/2 features encode c and the last D/2 encode r, each as [sin(p·ω_k), cos(p·ω_k)] with ω_k = 10000^(−k/(D/4)),
+    /// k = 0 … D/4 − 1 (MAE's <c>get_2d_sincos_pos_embed</c> layout).
+    /// </summary>
+    /// <param name="grid">Patches per side.</param>
+    /// <param name="dim">Embedding width, a multiple of 4.</param>
+    /// <returns>The table (float32, CPU).</returns>
+    public static Tensor SinCosPositionEmbedding(int grid, int dim)
+    {
+        if (grid < 1) throw new ArgumentOutOfRangeException(nameof(grid), grid, "Must be ≥ 1.");
+        if (dim < 4 || dim % 4 != 0) throw new ArgumentOutOfRangeException(nameof(dim), dim, "The width must be a positive multiple of 4.");
+        var quarter = dim / 4;
+        var table = new float[(1 + grid * grid) * dim];
+        for (var r = 0; r < grid; r++)
+        for (var c = 0; c < grid; c++)
+        {
+            var row = (1 + r * grid + c) * dim;
+            for (var k = 0; k < quarter; k++)
+            {
+                var omega = Math.Pow(10000, -(double)k / quarter);
+                table[row + k] = (float)Math.Sin(c * omega);
+                table[row + quarter + k] = (float)Math.Cos(c * omega);
+                table[row + 2 * quarter + k] = (float)Math.Sin(r * omega);
+                table[row + 3 * quarter + k] = (float)Math.Cos(r * omega);
+            }
+        }
+        return torch.tensor(table, new long[] { 1 + grid * grid, dim });
+    }
+
+    private static (Tensor Images, Tensor Labels) Split(SyntheticDatasetGenerator generator, int seed, int count, int start = 0)
+    {
+        var (x, m, y) = SyntheticDatasetGenerator.ToTensors(generator.GenerateMany(seed, count, start));
         m.Dispose();
         using (x)
             return (SyntheticModels.Normalization.Normalize(x), y);

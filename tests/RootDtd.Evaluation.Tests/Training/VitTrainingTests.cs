@@ -103,4 +103,98 @@ public class VitTrainingTests
         result.Report.Architecture.Should().Be(SyntheticArchitecture.Vit);
         result.Report.Name.Should().Be(SyntheticModels.VitName);
     }
+
+    [Fact]
+    public void FreshImagesChangeTheSecondEpochOnlyAndTheShapeAndInitOptionsApply()
+    {
+        var shape = new VisionTransformerOptions { ImageSize = 32, PatchSize = 8, EmbedDim = 16, Depth = 1, NumHeads = 2, MlpRatio = 2, NumClasses = 2 };
+        var options = TrainingOptions.For(SyntheticArchitecture.Vit) with
+        {
+            ClassCount = 2, ImageSize = 32, TrainImages = 64, ValidationImages = 16, TestImages = 16, MaxEpochs = 2, WarmupEpochs = 0,
+            BatchSize = 32, Seed = 4, DataSeed = 600, VitShape = shape, FreshImagesPerEpoch = false,
+        };
+        var same = SyntheticTrainer.Train(options);
+        var fresh = SyntheticTrainer.Train(options with { FreshImagesPerEpoch = true });
+        using (same.Model)
+        using (fresh.Model)
+        {
+            same.Model.Should().BeOfType<VisionTransformer>().Which.Options.EmbedDim.Should().Be(16);
+            same.Report.Constructor.Should().Contain("EmbedDim = 16, Depth = 1, NumHeads = 2");
+            // epoch 1 trains on images 0…63 either way; epoch 2 on 64…127 (fresh) or 0…63 again
+            fresh.Report.History[0].Loss.Should().Be(same.Report.History[0].Loss);
+            fresh.Report.History[1].Loss.Should().NotBe(same.Report.History[1].Loss);
+            fresh.Report.Optimizer.Should().Contain("fresh images every epoch");
+            same.Report.Optimizer.Should().NotContain("fresh images");
+        }
+
+        var wrong = () => SyntheticTrainer.Train(options with { VitShape = shape with { NumClasses = 6 } });
+        wrong.Should().Throw<ArgumentException>().WithMessage("*VitShape*6 classes*2 classes*");
+
+        torch.random.manual_seed(2);
+        using var vit = new VisionTransformer(shape);
+        SyntheticTrainer.InitializeLikeTimm(vit);
+        foreach (var (name, p) in vit.named_parameters())
+        {
+            if (name.Contains("patch_embed", StringComparison.Ordinal) || name is "cls_token" or "pos_embed") continue;
+            if (name.EndsWith("bias", StringComparison.Ordinal)) p.abs().max().item<float>().Should().Be(0, name);
+            else if (p.dim() == 1) p.eq(1).all().item<bool>().Should().BeTrue(name + " (LayerNorm scale)");
+            else
+            {
+                p.abs().max().item<float>().Should().BeLessThanOrEqualTo(0.04f, name);
+                p.std().item<float>().Should().BeInRange(0.012f, 0.022f, name + ": σ 0.02 truncated at ±2σ is σ ≈ 0.0176");
+            }
+        }
+    }
+
+    [Fact]
+    public void SinCosPositionTableIsHandWorked()
+    {
+        using var t = SyntheticTrainer.SinCosPositionEmbedding(2, 8);
+        t.shape.Should().Equal(5, 8);
+        var v = t.data<float>().ToArray();
+        v.Take(8).Should().OnlyContain(x => x == 0, "the class token's row");
+        // patch 3 = (row 1, column 1): ω = 1, 10000^(−1/2) = 0.01 → [sin c ω_k, cos c ω_k, sin r ω_k, cos r ω_k]
+        var expected = new[] { Math.Sin(1), Math.Sin(0.01), Math.Cos(1), Math.Cos(0.01), Math.Sin(1), Math.Sin(0.01), Math.Cos(1), Math.Cos(0.01) };
+        v.Skip(4 * 8).Select(x => (double)x).Should().Equal(expected, (a, b) => Math.Abs(a - b) < 1e-6);
+        // patch 1 = (row 0, column 1): the row half is sin 0 = 0, cos 0 = 1
+        v.Skip(2 * 8 + 4).Take(4).Select(x => (double)x).Should().Equal(new[] { 0.0, 0.0, 1.0, 1.0 }, (a, b) => Math.Abs(a - b) < 1e-6);
+        var bad = () => SyntheticTrainer.SinCosPositionEmbedding(2, 6);
+        bad.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*multiple of 4*");
+    }
+
+    [Fact]
+    public void PermutedLabelsKeepTheClassCountsAreSeededAndTrainTheModel()
+    {
+        using var scope = torch.NewDisposeScope();
+        var labels = torch.arange(12, ScalarType.Int64) % 3;
+        var a = SyntheticTrainer.PermuteLabels(labels, 5);
+        var again = SyntheticTrainer.PermuteLabels(labels, 5);
+        var other = SyntheticTrainer.PermuteLabels(labels, 6);
+        a.data<long>().ToArray().OrderBy(v => v).Should().Equal(labels.data<long>().ToArray().OrderBy(v => v), "a permutation keeps every label");
+        a.data<long>().ToArray().Should().Equal(again.data<long>().ToArray(), "seeded");
+        a.data<long>().ToArray().Should().NotEqual(labels.data<long>().ToArray());
+        a.data<long>().ToArray().Should().NotEqual(other.data<long>().ToArray());
+        // by hand: the permutation of the same seed applied to 0…11 reorders the labels as it reorders the indices
+        var order = SyntheticTrainer.PermuteLabels(torch.arange(12, ScalarType.Int64), 5).data<long>().ToArray();
+        a.data<long>().ToArray().Should().Equal(order.Select(i => i % 3));
+
+        var shape = new VisionTransformerOptions { ImageSize = 32, PatchSize = 8, EmbedDim = 16, Depth = 1, NumHeads = 2, MlpRatio = 2, NumClasses = 2 };
+        var options = new TrainingOptions
+        {
+            Architecture = SyntheticArchitecture.Vit, VitShape = shape, ClassCount = 2, ImageSize = 32, TrainImages = 64, ValidationImages = 16,
+            TestImages = 16, MaxEpochs = 1, BatchSize = 32, Seed = 4, DataSeed = 600,
+        };
+        var truth = SyntheticTrainer.Train(options);
+        var noise = SyntheticTrainer.Train(options with { PermutedLabelSeed = 9 });
+        using (truth.Model)
+        using (noise.Model)
+        {
+            noise.Report.Optimizer.Should().Contain("TRAINING LABELS RANDOMLY PERMUTED (seed 9");
+            truth.Report.Optimizer.Should().NotContain("PERMUTED");
+            noise.Report.History[0].Loss.Should().NotBe(truth.Report.History[0].Loss, "the same images and seed with other labels");
+        }
+
+        var fresh = () => SyntheticTrainer.Train(options with { PermutedLabelSeed = 9, FreshImagesPerEpoch = true });
+        fresh.Should().Throw<ArgumentException>().WithMessage("*PermutedLabelSeed*FreshImagesPerEpoch*");
+    }
 }

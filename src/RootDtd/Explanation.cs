@@ -127,6 +127,56 @@ public sealed class ConservationReport
     }
 }
 
+/// <summary>
+/// How well-conditioned root inference was for one sample of an explanation, summarised over its root-inferred units
+/// from their diagnostics (<see cref="Rules.RootInference.RootInferenceRule.DiagnosticsKeys"/>; needs
+/// <see cref="ExplainerOptions.CollectDiagnostics"/>). Read it as: a sample is <see cref="IllConditioned"/> when some unit
+/// could not pass on part of its relevance (<see cref="UnresponsiveFraction"/> &gt; 0: that relevance is lost, and the
+/// conservation error shows it) or redistributed it through a ratio R/F(S) above <see cref="AmplificationLimit"/>
+/// (a fitted contribution below a thousandth of the relevance it carries: the map then follows every change of that
+/// near-zero F, which is where a batch and a single sample, or two nearly equal inputs, can part).
+/// </summary>
+/// <param name="Sample">Batch index.</param>
+/// <param name="WorstRelativeResidual">Largest relative residual ‖F(S) − R‖/‖R‖ over the units (how far the fit is from R).</param>
+/// <param name="WorstResidualUnit">The unit with that residual.</param>
+/// <param name="UnresponsiveFraction">Largest fraction of a unit's relevance on outputs whose fitted F_j(S) is 0.</param>
+/// <param name="UnresponsiveUnit">The unit with that fraction (<see langword="null"/> when it is 0).</param>
+/// <param name="MaxAmplification">Largest |R_j| / |F_j(S)| over the units' outputs with both non-zero.</param>
+/// <param name="AmplifyingUnit">The unit with that ratio.</param>
+public sealed record RootConditioning(int Sample, double WorstRelativeResidual, string? WorstResidualUnit, double UnresponsiveFraction, string? UnresponsiveUnit,
+    double MaxAmplification, string? AmplifyingUnit)
+{
+    /// <summary>The ratio R/F(S) above which a unit's redistribution counts as ill-conditioned (1000).</summary>
+    public const double AmplificationLimit = 1e3;
+
+    /// <summary>True when some unit lost relevance it could not pass on, or amplified it above <see cref="AmplificationLimit"/>; also for NaN figures.</summary>
+    public bool IllConditioned => !(UnresponsiveFraction <= 0) || !(MaxAmplification <= AmplificationLimit);
+
+    /// <summary>
+    /// One summary per sample from the root-inference units' diagnostics, or an empty list when there are none
+    /// (diagnostics off, or no unit used the root rule).
+    /// </summary>
+    /// <param name="diagnostics">An explanation's <see cref="Explanation.Diagnostics"/>.</param>
+    public static IReadOnlyList<RootConditioning> From(IReadOnlyList<UnitDiagnostics> diagnostics)
+    {
+        ArgumentNullException.ThrowIfNull(diagnostics);
+        var units = diagnostics.Where(d => d.Values.ContainsKey("unresponsive_fraction") && d.Values.ContainsKey("max_amplification") && d.Values.ContainsKey("relative_residual")).ToList();
+        if (units.Count == 0) return Array.Empty<RootConditioning>();
+        var batch = units[0].Values["relative_residual"].Length;
+        var result = new List<RootConditioning>(batch);
+        for (var i = 0; i < batch; i++)
+        {
+            (double Value, string? Unit) Worst(string key) =>
+                units.Select(u => (Value: u.Values[key][i], Unit: (string?)u.Unit)).Aggregate((0.0, (string?)null), (best, next) => double.IsNaN(next.Value) || next.Value > best.Item1 ? next : best);
+            var residual = Worst("relative_residual");
+            var unresponsive = Worst("unresponsive_fraction");
+            var amplification = Worst("max_amplification");
+            result.Add(new RootConditioning(i, residual.Value, residual.Unit, unresponsive.Value, unresponsive.Unit, amplification.Value, amplification.Unit));
+        }
+        return result;
+    }
+}
+
 /// <summary>The result of <see cref="Explainer.Explain(Tensor, long[])"/>. Owns its tensors: dispose it when done.</summary>
 [Display.TypeFormatterSource(typeof(Display.ExplanationFormatterSource), PreferredMimeTypes = new[] { "text/html", "text/plain" })]
 public sealed class Explanation : IDisposable
@@ -180,6 +230,12 @@ public sealed class Explanation : IDisposable
 
     /// <summary>Per-unit diagnostics (when <see cref="ExplainerOptions.CollectDiagnostics"/> is set and the rules report any).</summary>
     public IReadOnlyList<UnitDiagnostics> Diagnostics { get; }
+
+    /// <summary>
+    /// Per sample, how well-conditioned root inference was (<see cref="RootDtd.RootConditioning"/>: worst residual,
+    /// relevance lost at unresponsive outputs, largest ratio R/F(S), and a flag); empty without diagnostics or root units.
+    /// </summary>
+    public IReadOnlyList<RootConditioning> RootConditioning => RootDtd.RootConditioning.From(Diagnostics);
 
     /// <summary>Tensors kept by rules, e.g. <c>&lt;unit&gt;/signal</c> and <c>&lt;unit&gt;/root</c> (when <see cref="ExplainerOptions.RecordRoots"/> is set).</summary>
     public IReadOnlyDictionary<string, Tensor> Tensors { get; }

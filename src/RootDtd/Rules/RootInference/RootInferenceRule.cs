@@ -24,10 +24,19 @@ public sealed class RootInferenceRule : Rule
     /// <summary>The rule's options.</summary>
     public RootInferenceOptions Options { get; }
 
-    /// <summary>The names of the per-sample diagnostics values, in the order they are reported.</summary>
+    /// <summary>
+    /// The names of the per-sample diagnostics values, in the order they are reported. Besides the fit
+    /// (<c>relative_residual</c> = ‖F(S) − R‖/‖R‖ per sample) two figures say how well-conditioned the unit's redistribution is:
+    /// <c>unresponsive_fraction</c> = Σ|R_j| over outputs with relevance whose fitted F_j(S) is exactly 0 (they cannot pass
+    /// it on: it is lost, e.g. a unit whose active inputs all have negative weights under the positive map), over Σ|R_j|;
+    /// <c>max_amplification</c> = the largest |R_j| / |F_j(S)| over outputs with both non-zero — the normalized
+    /// redistribution's ratio q = R/F(S): 1 where the fit is good, large where a near-zero F_j(S) carries a large R_j and
+    /// the result follows every change of F_j (see <see cref="RootConditioning"/>).
+    /// </summary>
     public static IReadOnlyList<string> DiagnosticsKeys { get; } = new[]
     {
         "initial_loss", "final_loss", "relative_residual", "accepted_steps", "relevance_in", "relevance_out", "fitted",
+        "unresponsive_fraction", "max_amplification",
     };
 
     /// <inheritdoc />
@@ -104,10 +113,18 @@ public sealed class RootInferenceRule : Rule
             var relativeResidual = torch.where(relevanceNorm.gt(0), residualNorm / torch.where(relevanceNorm.gt(0), relevanceNorm, torch.ones_like(relevanceNorm)),
                 torch.where(residualNorm.gt(0), torch.full_like(residualNorm, double.PositiveInfinity), torch.zeros_like(residualNorm)));
             var fitted = live.to(x.dtype);
+            var rFlat = r.reshape(batch, -1);
+            var fFlat = result.Contribution.reshape(batch, -1);
+            var carries = rFlat.ne(0);
+            var relevanceL1 = rFlat.abs().sum(1);
+            var unresponsive = torch.where(carries & fFlat.eq(0), rFlat.abs(), torch.zeros_like(rFlat)).sum(1)
+                / torch.where(relevanceL1.gt(0), relevanceL1, torch.ones_like(relevanceL1));
+            var responding = carries & fFlat.ne(0);
+            var amplification = torch.where(responding, rFlat.abs() / torch.where(responding, fFlat.abs(), torch.ones_like(fFlat)), torch.zeros_like(rFlat)).amax(1);
             var rows = torch.stack(new[]
             {
                 result.InitialLoss * fitted, result.FinalLoss * fitted, relativeResidual * fitted, result.AcceptedSteps * fitted,
-                rIn.reshape(batch, -1).sum(1), r.reshape(batch, -1).sum(1), fitted,
+                rIn.reshape(batch, -1).sum(1), r.reshape(batch, -1).sum(1), fitted, unresponsive * fitted, amplification * fitted,
             }).to(float64).cpu();
             clock!.Stop();
             var values = rows.data<double>().ToArray();

@@ -34,7 +34,7 @@ public class RootInferenceExplainerTests
         {
             d.Rule.Should().StartWith("RootInference(steps=20");
             d.Milliseconds.Should().BeGreaterThan(0);
-            d.Values.Keys.Should().BeEquivalentTo("initial_loss", "final_loss", "relative_residual", "accepted_steps", "relevance_in", "relevance_out", "fitted");
+            d.Values.Keys.Should().BeEquivalentTo("initial_loss", "final_loss", "relative_residual", "accepted_steps", "relevance_in", "relevance_out", "fitted", "unresponsive_fraction", "max_amplification");
             d.Values.Values.Should().OnlyContain(v => v.Length == batch);
             for (var i = 0; i < batch; i++)
             {

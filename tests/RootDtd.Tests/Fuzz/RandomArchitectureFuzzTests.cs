@@ -22,7 +22,7 @@ namespace RootDtd.Tests.Fuzz;
 public sealed class RandomArchitectureFuzzTests
 {
     /// <summary>Nets per CI run.</summary>
-    public const int DefaultNets = 8;
+    public const int DefaultNets = 6;
 
     /// <summary>Largest relative difference between a batch explanation and the same sample alone.</summary>
     public const double BatchTolerance = 1e-9;
@@ -120,6 +120,7 @@ public sealed class RandomArchitectureFuzzTests
     {
         var problems = new List<string>();
         double worst = 0, worstConservation = 0;
+        var refused = 0;
         var tolerance = BatchTolerance;
         for (int seed = 0; seed < NetCount; seed++)
         {
@@ -130,7 +131,18 @@ public sealed class RandomArchitectureFuzzTests
             var low = torch.full(shape.Length == 3 ? new long[] { shape[0] } : shape, -2.5, float64);
             var high = torch.full(shape.Length == 3 ? new long[] { shape[0] } : shape, 2.5, float64);
             using var explainer = new Explainer(net, MethodCatalog.Parse(method), new ExplainerOptions { InputLow = low, InputHigh = high });
-            using var batch = explainer.Explain(x);
+            Explanation explained;
+            try
+            {
+                explained = explainer.Explain(x);
+            }
+            catch (ArgumentException e) when (shape.Length == 1 && e.Message.Contains("needs", StringComparison.Ordinal) && !e.Message.Contains("   at ", StringComparison.Ordinal))
+            {
+                // image-only procedures (Grad-CAM, occlusion, AGF) refuse an MLP with a clear message: right, nothing to compare
+                refused++;
+                continue;
+            }
+            using var batch = explained;
             if (!torch.isfinite(batch.InputRelevance).all().item<bool>() || batch.Conservation.NonFiniteSamples.Count > 0)
                 problems.Add($"seed {seed} ({description}): non-finite relevance");
             // conservation where the method claims it, at its traits' tolerance: Σ input + what the nodes the
@@ -143,7 +155,8 @@ public sealed class RandomArchitectureFuzzTests
                 {
                     var start = batch.Conservation.StartRelevance[k];
                     var absorbed = batch.Conservation.Absorbed.Where(a => sites.Contains(a.Layer)).Sum(a => a.Sums[k]);
-                    var error = Math.Abs(batch.Conservation.InputSum[k] + absorbed - start) / Math.Max(Math.Abs(start), 1e-300);
+                    var scale = Math.Max(Math.Abs(start), batch.InputRelevance[k].abs().sum().item<double>());
+                    var error = Math.Abs(batch.Conservation.InputSum[k] + absorbed - start) / Math.Max(scale, 1e-300);
                     worstConservation = Math.Max(worstConservation, error);
                     if (!(error <= traits.ConservationTolerance))
                         problems.Add($"seed {seed} sample {k} ({description}): conservation error {error:g3} (Σ input {batch.Conservation.InputSum[k]:g6} + absorbed at {traits.Conservation} sites {absorbed:g6} vs start {start:g6}) above {traits.ConservationTolerance:g2}");
@@ -160,7 +173,7 @@ public sealed class RandomArchitectureFuzzTests
                 if (!(difference <= tolerance)) problems.Add($"seed {seed} sample {i} ({description}): batch vs alone {difference:g3}");
             }
         }
-        _output.WriteLine($"{method}: {NetCount} nets, worst batch-vs-alone relative difference {worst:g3}, worst conservation error {worstConservation:g3} (tolerance {MethodTraits.Of(method).ConservationTolerance:g2})");
+        _output.WriteLine($"{method}: {NetCount} nets, worst batch-vs-alone relative difference {worst:g3}, worst conservation error {worstConservation:g3} (tolerance {MethodTraits.Of(method).ConservationTolerance:g2}){(refused > 0 ? $", {refused} MLP nets refused with a clear message" : "")}");
         problems.Should().BeEmpty();
     }
 }

@@ -21,6 +21,7 @@ public static class ChildProbe
         {
             // the rootdtd command line on the console (Ctrl-C handling included), with the tiny test architecture
             CliFixture.RegisterArch();
+            HoldOutputUntilInterrupted();
             var code = CliApp.Run(args[1..]);
             Console.Out.Flush();
             Console.Error.Flush();
@@ -91,6 +92,39 @@ public static class ChildProbe
         using var self = Process.GetCurrentProcess();
         self.Refresh();
         return self.PeakWorkingSet64; // Linux: VmHWM of /proc/self/status
+    }
+
+    /// <summary>
+    /// Environment variable naming a file: once that file exists, the child's next write to standard error waits (at
+    /// most a minute) until the process has received Ctrl-C. A test that interrupts a fast run after its first saved
+    /// batch then cannot lose the race against the run finishing first.
+    /// </summary>
+    public const string HoldAfterFileVariable = "ROOTDTD_TEST_HOLD_STDERR_AFTER";
+
+    private static void HoldOutputUntilInterrupted()
+    {
+        var path = Environment.GetEnvironmentVariable(HoldAfterFileVariable);
+        if (string.IsNullOrEmpty(path)) return;
+        var interrupted = new ManualResetEventSlim();
+        // subscribed before the CLI's own handler, so the hold is released before that handler writes its message
+        Console.CancelKeyPress += (_, _) => interrupted.Set();
+        Console.SetError(new HoldingWriter(Console.Error, path, interrupted));
+    }
+
+    /// <summary>Forwards to <c>inner</c>; a write after <c>path</c> exists waits for <c>interrupted</c> first.</summary>
+    private sealed class HoldingWriter(TextWriter inner, string path, ManualResetEventSlim interrupted) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => inner.Encoding;
+
+        private void Hold()
+        {
+            if (!interrupted.IsSet && File.Exists(path)) interrupted.Wait(TimeSpan.FromMinutes(1));
+        }
+
+        public override void Write(char value) { Hold(); inner.Write(value); }
+        public override void Write(string? value) { Hold(); inner.Write(value); }
+        public override void WriteLine(string? value) { Hold(); inner.WriteLine(value); }
+        public override void Flush() => inner.Flush();
     }
 
     /// <summary>How to start this assembly as a child process with <paramref name="args"/> (output and error redirected).</summary>

@@ -67,7 +67,9 @@ public sealed class EvaluateInterruptionTests
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "tiny.md"), "an earlier run's report");
         var statePath = Path.Combine(dir, "tiny.state.json");
-        using var child = Process.Start(ChildProbe.StartInfo(new[] { "cli" }.Concat(EvaluateArgs(data, dir)).ToArray()))!;
+        var start = ChildProbe.StartInfo(new[] { "cli" }.Concat(EvaluateArgs(data, dir)).ToArray());
+        start.Environment[ChildProbe.HoldAfterFileVariable] = statePath; // the run pauses its output at the first write after a saved batch until it is interrupted
+        using var child = Process.Start(start)!;
         var stdout = child.StandardOutput.ReadToEndAsync();
         var stderr = child.StandardError.ReadToEndAsync();
         try

@@ -277,6 +277,8 @@ public sealed class BenchmarkRunner
         var clock = Stopwatch.StartNew();
         var previous = state.Seconds;
         var protocols = _options.Protocols;
+        // what the method promises on this model's graph (root conserves on a CNN, only approximately on a transformer)
+        var traits = MethodTraits.Of(method.Spec);
         try
         {
             var composite = method.CreateComposite();
@@ -293,6 +295,7 @@ public sealed class BenchmarkRunner
             });
             using var explainer = new Explainer(_model, composite, new ExplainerOptions { InputLow = low, InputHigh = high, RecordRoots = wantRoots, Progress = unitProgress });
             var firstUnit = explainer.Graph.Units.FirstOrDefault()?.Name;
+            traits = traits.On(explainer.Graph);
             using var perturbation = new PixelPerturbationAccumulator(PerturbationOptions);
             using var localization = new LocalizationAccumulator();
             if (state.Perturbation is { } ps) perturbation.Merge(ps);
@@ -372,7 +375,6 @@ public sealed class BenchmarkRunner
 
         state.Seconds = previous + clock.Elapsed.TotalSeconds;
         state.Complete = true;
-        var traits = MethodTraits.Of(method.Spec);
         var meanConservation = state.Explained > 0 ? state.Conservation.ToDouble() / state.Explained : double.NaN;
         if (state.Explained > 0 && traits.LostConservation(meanConservation))
             _log?.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -26,7 +26,7 @@ public sealed class EvaluateCommand : ICliCommand
         var methods = new Option<string>("--methods", "-m") { Description = "Comma-separated catalog specs (NAME or NAME:key=value,…), or 'full' / 'demo' (on synthetic-vit: the ViT methods).", DefaultValueFactory = _ => "full", HelpName = "list" };
         var protocols = new Option<string>("--protocols", "-p") { Description = "perturbation, localisation, pgd, root-checks, sanity or all (comma-separated).", DefaultValueFactory = _ => "all", HelpName = "list" };
         var samples = new Option<int>("--samples", "-n") { Description = "Test images (with --data: the first N of the folder, round-robin over the classes; default all).", DefaultValueFactory = _ => 500, HelpName = "N" };
-        var seed = new Option<int>("--seed") { Description = "Generator seed of the test split.", DefaultValueFactory = _ => 4242, HelpName = "S" };
+        var seed = new Option<int>("--seed") { Description = "Generator seed of the evaluated stream: 4242 is the benchmark's test stream; another seed gives another stream (docs/research uses 5151 as its validation stream).", DefaultValueFactory = _ => 4242, HelpName = "S" };
         var batch = new Option<int>("--batch") { Description = "Samples per batch.", DefaultValueFactory = _ => 25, HelpName = "B" };
         var pgdSamples = new Option<int>("--pgd-samples") { Description = "PGD runs on the first N samples.", DefaultValueFactory = _ => 100, HelpName = "N" };
         var sanitySamples = new Option<int>("--sanity-samples") { Description = "Sanity checks (model randomisation) run on the first N samples.", DefaultValueFactory = _ => 16, HelpName = "N" };

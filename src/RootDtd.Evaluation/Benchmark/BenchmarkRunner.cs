@@ -271,7 +271,7 @@ public sealed class BenchmarkRunner
     private void RunMethod(MethodState state, BenchmarkMethod method, bool isAblation, Tensor images, Tensor masks, Tensor labels, BenchmarkShard shard, int samples,
         int index, int methodCount, Action save, CancellationToken cancellationToken)
     {
-        // the sanity results are not in the state file (MethodState.Sanity): a resumed unsharded run computes them again
+        // a state written before the sanity results were saved (MethodState.Sanity) lacks them: the resumed run computes them once
         var sanityMissing = _options.Protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null && shard.Count == 1;
         if (state.Complete && (state.Error is not null || !sanityMissing)) return;
         var clock = Stopwatch.StartNew();
@@ -355,7 +355,7 @@ public sealed class BenchmarkRunner
                 state.Pgd = new PgdCounts(pgd.Samples, pgd.InitiallyCorrect, pgd.Successes, Iterations(pgd));
             }
 
-            // a shard writes a state file, which does not hold sanity results (MethodState.Sanity): computing them there is wasted
+            // only an unsharded run computes the sanity checks (MethodState.Sanity: shards' randomised maps would not merge bit for bit)
             if (protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null && shard.Count == 1)
             {
                 var sanityCount = (int)Math.Min(images.shape[0], _options.SanitySamples);

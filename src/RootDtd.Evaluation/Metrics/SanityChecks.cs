@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json.Serialization;
 using RootDtd.Composites;
 using RootDtd.Rules.RootInference.Published;
 using TorchSharp;
@@ -140,9 +141,11 @@ public sealed record SanityStep(RandomisationMode Mode, int Step, string Label, 
 public sealed record SanityCheckResult(string Method, int Samples, IReadOnlyList<SanityStep> Steps)
 {
     /// <summary>The last cascading step: every unit re-drawn (<see langword="null"/> if none ran).</summary>
+    [JsonIgnore]
     public SanityStep? FullRandomisation => Steps.LastOrDefault(s => s.Mode == RandomisationMode.Cascading);
 
     /// <summary>The label-randomisation step, if run.</summary>
+    [JsonIgnore]
     public SanityStep? LabelRandomisation => Steps.FirstOrDefault(s => s.Mode == RandomisationMode.Labels);
 
     /// <summary>True when the maps barely change with every weight re-drawn: Spearman(|·|) ≥ <paramref name="threshold"/>.</summary>

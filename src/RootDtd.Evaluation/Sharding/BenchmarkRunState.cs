@@ -84,10 +84,12 @@ public sealed class MethodState
     /// <summary>PGD counts, once PGD of this shard is done.</summary>
     public PgdCounts? Pgd { get; set; }
 
-    /// <summary>Sanity-check result of this process (in memory only, not in the state file: the randomised-model maps are
-    /// not reproducible bit for bit across processes, so a merged report has no sanity table — run the sanity protocol
-    /// in one unsharded process).</summary>
-    [JsonIgnore]
+    /// <summary>
+    /// Sanity-check result, computed only by an unsharded run (a shard never computes it: the randomised-model maps are
+    /// not reproducible bit for bit across processes, so shards could not be merged into one table). It is written to
+    /// the state file once complete, so a resumed run keeps it instead of computing it again; a state written before
+    /// this field existed reads as <see langword="null"/> and the resumed run computes it once.
+    /// </summary>
     public SanityCheckResult? Sanity { get; set; }
 
     /// <summary>Name of the input-layer unit whose root was checked.</summary>

@@ -161,9 +161,9 @@ public sealed class CancellationTests : IDisposable
     }
 
     [Fact]
-    public void A_resumed_unsharded_run_computes_the_sanity_checks_of_methods_finished_before_the_interruption_again()
+    public void A_resumed_unsharded_run_keeps_the_sanity_checks_of_methods_finished_before_the_interruption_and_computes_only_the_rest()
     {
-        // the state file does not hold sanity results (MethodState.Sanity), so the resumed run must not lose them
+        // MethodState.Sanity is written to the state file: resuming must not pay for the finished methods' checks again
         var (images, masks, labels) = Split();
         using (images)
         using (masks)
@@ -176,24 +176,47 @@ public sealed class CancellationTests : IDisposable
             };
             var shard = BenchmarkShard.Whole(Samples);
             string? saved = null;
+            SanityCheckResult? first = null;
             using (var model = Model())
             {
                 using var source = new CancellationTokenSource();
                 var act = () => new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard, checkpoint: s =>
                 {
                     saved = s.ToJson();
-                    if (s.Methods.Count == 1 && s.Methods[0].Complete) source.Cancel();
+                    if (s.Methods.Count == 1 && s.Methods[0].Complete)
+                    {
+                        first = s.Methods[0].Sanity;
+                        source.Cancel();
+                    }
                 }, cancellationToken: source.Token);
                 act.Should().Throw<OperationCanceledException>();
             }
+            first.Should().NotBeNull("the first method finished with its sanity checks before the interruption");
             var partial = BenchmarkRunState.FromJson(saved!, "checkpoint");
-            partial.Methods.Should().ContainSingle().Which.Complete.Should().BeTrue();
-            partial.Methods[0].Sanity.Should().BeNull("the file format has no sanity results");
+            var kept = partial.Methods.Should().ContainSingle().Which;
+            kept.Complete.Should().BeTrue();
+            kept.Sanity.Should().NotBeNull("the state file holds the finished method's sanity checks");
+            kept.Sanity!.Method.Should().Be(first!.Method);
+            kept.Sanity.Samples.Should().Be(2);
+            kept.Sanity.Steps.Should().HaveCount(first.Steps.Count);
+            for (var i = 0; i < first.Steps.Count; i++)
+            {
+                kept.Sanity.Steps[i].Mode.Should().Be(first.Steps[i].Mode);
+                kept.Sanity.Steps[i].Label.Should().Be(first.Steps[i].Label);
+                kept.Sanity.Steps[i].Units.Should().Equal(first.Steps[i].Units);
+                kept.Sanity.Steps[i].Similarity.Should().Be(first.Steps[i].Similarity, "doubles survive the JSON round trip exactly");
+            }
+
+            var sanityStages = new List<string>();
+            var progress = new Collect(p => { if (p.Stage == "sanity checks") sanityStages.Add(p.Method); });
             using (var model = Model())
             {
-                var resumed = BenchmarkResult.FromStates(options, new[] { new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard, partial) });
+                var resumed = BenchmarkResult.FromStates(options, new[] { new BenchmarkRunner(model, options, progress).RunShard(images, masks, labels, shard, partial) });
                 resumed.Methods.Should().HaveCount(2).And.OnlyContain(m => m.Sanity != null && m.Sanity.Steps.Count == 1);
+                resumed.Methods[0].Sanity!.Steps[0].Similarity.Should().Be(first.Steps[0].Similarity);
             }
+            sanityStages.Should().NotContain(kept.Label, "the finished method's checks come from the state file")
+                .And.Contain(options.Methods[1].Label, "the unfinished method's checks are computed");
         }
     }
 

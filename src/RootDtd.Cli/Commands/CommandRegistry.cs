@@ -18,5 +18,6 @@ public static class CommandRegistry
         new TrainCommand(),
         new DemoCommand(),
         new MergeCommand(),
+        new CompareCommand(),
     };
 }

@@ -294,6 +294,7 @@ public static class BenchmarkReport
         }
 
         if (o.Protocols.HasFlag(BenchmarkProtocols.Localization)) sb.Append(LocalizationTable(result).ToMarkdown(3)).Append('\n');
+        if (Intervals(result) is { } intervals) sb.Append(intervals.ToMarkdown());
         if (o.Protocols.HasFlag(BenchmarkProtocols.Pgd)) sb.Append(PgdTable(result).ToMarkdown(3)).Append('\n');
         if (result.Ablations.Count > 0) sb.Append(AblationTable(result).ToMarkdown(3)).Append('\n');
         if (o.Protocols.HasFlag(BenchmarkProtocols.RootChecks))
@@ -553,9 +554,119 @@ public static class BenchmarkReport
           .Append(",\n\"skipped\": ").Append(System.Text.Json.JsonSerializer.Serialize(result.Skipped))
           .Append(",\n\"tables\": [\n").Append(string.Join(",\n", tables.Select(t => t.ToJson()))).Append("\n]")
           .Append(",\n\"curves\": ").Append(PerturbationCurve.ToJson(result.Methods.Concat(result.Ablations).Concat(result.References).Where(m => m.Error is null).SelectMany(m => m.Curves)))
-          .Append("\n}\n");
+          .Append(",\n\"perImage\": ");
+        AppendPerImage(sb, result);
+        sb.Append("\n}\n");
         return sb.ToString();
     }
+
+    /// <summary>
+    /// The <c>perImage</c> section of the JSON: per row (method, reference, ablation) its per-image columns as compact
+    /// arrays, one array per column with one value per image in sample order (null where undefined):
+    /// <c>{"rows":[{"method":…,"spec":…,"kind":"method","samples":N,"columns":[…],"values":[[…],[…]]}]}</c>.
+    /// </summary>
+    private static void AppendPerImage(StringBuilder sb, BenchmarkResult result)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var rows = result.Methods.Select(m => (m, "method")).Concat(result.References.Select(m => (m, "reference"))).Concat(result.Ablations.Select(m => (m, "ablation")))
+            .Where(x => x.m.PerImage is not null && x.m.Error is null).ToList(); // a failed method's values are partial: none
+        sb.Append("{\"rows\": [");
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var (m, kind) = rows[r];
+            var v = m.PerImage!;
+            sb.Append(r == 0 ? "\n" : ",\n").Append("{\"method\": ").Append(System.Text.Json.JsonSerializer.Serialize(m.Label))
+              .Append(", \"spec\": ").Append(System.Text.Json.JsonSerializer.Serialize(m.Method.Spec))
+              .Append(", \"kind\": \"").Append(kind).Append("\", \"samples\": ").Append(v.Samples.ToString(inv))
+              .Append(", \"columns\": ").Append(System.Text.Json.JsonSerializer.Serialize(v.Columns)).Append(", \"values\": [");
+            for (var c = 0; c < v.Columns.Count; c++)
+            {
+                if (c > 0) sb.Append(',');
+                sb.Append('[');
+                var column = v[v.Columns[c]];
+                for (var i = 0; i < column.Count; i++)
+                {
+                    if (i > 0) sb.Append(',');
+                    var x = column[i];
+                    sb.Append(double.IsFinite(x) ? x.ToString("R", inv) : "null");
+                }
+                sb.Append(']');
+            }
+            sb.Append("]}");
+        }
+        sb.Append("\n]}");
+    }
+
+    /// <summary>
+    /// The per-image values of a report JSON written by <see cref="ToJson"/> (<c>rootdtd compare</c>): the rows of the
+    /// given kinds (default the main methods), in report order.
+    /// </summary>
+    /// <param name="json">The report JSON.</param>
+    /// <param name="source">Where it came from (for messages).</param>
+    /// <param name="kinds">Row kinds: method, reference, ablation (default: method).</param>
+    /// <exception cref="InvalidDataException">Not a report JSON, or one without per-image values (the message says how to get them).</exception>
+    public static IReadOnlyList<MethodPerImage> ReadPerImage(string json, string source, IReadOnlyCollection<string>? kinds = null)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        kinds ??= new[] { "method" };
+        System.Text.Json.JsonDocument doc;
+        try
+        {
+            doc = System.Text.Json.JsonDocument.Parse(json);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException($"'{source}' is not a benchmark report JSON ({e.Message}).", e);
+        }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != System.Text.Json.JsonValueKind.Object || !root.TryGetProperty("tables", out _))
+                throw new InvalidDataException($"'{source}' is not a benchmark report JSON (no \"tables\"; the report of 'rootdtd evaluate' is <model>.json).");
+            if (!root.TryGetProperty("perImage", out var perImage) || !perImage.TryGetProperty("rows", out var rowsElement) || rowsElement.GetArrayLength() == 0)
+                throw new InvalidDataException($"'{source}' has no per-image values: it was written before benchmark reports kept them, or ran neither the localisation nor the perturbation protocol. Run 'rootdtd evaluate' again (or 'rootdtd merge' on its state files, if they hold per-image values) to get a report with them.");
+            var list = new List<MethodPerImage>();
+            try
+            {
+                foreach (var row in rowsElement.EnumerateArray())
+                {
+                    var kind = row.GetProperty("kind").GetString() ?? "method";
+                    if (!kinds.Contains(kind)) continue;
+                    var columns = row.GetProperty("columns").EnumerateArray().Select(c => c.GetString() ?? "").ToList();
+                    var values = row.GetProperty("values").EnumerateArray()
+                        .Select(col => (IReadOnlyList<double>)col.EnumerateArray().Select(x => x.ValueKind == System.Text.Json.JsonValueKind.Null ? double.NaN : x.GetDouble()).ToArray()).ToList();
+                    if (values.Count != columns.Count) throw new InvalidDataException($"'{source}': the row '{row.GetProperty("method").GetString()}' has {columns.Count} per-image columns but {values.Count} value arrays.");
+                    list.Add(new MethodPerImage(row.GetProperty("method").GetString() ?? "", PerImageValues.FromColumns(columns.Zip(values).ToList())));
+                }
+            }
+            catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
+            {
+                throw new InvalidDataException($"'{source}': the per-image section is malformed ({e.Message}).", e);
+            }
+            return list;
+        }
+    }
+
+    /// <summary>
+    /// The interval section of the Markdown report: every main method's bootstrap intervals of
+    /// <see cref="PerImageMetrics.ReportMetrics"/> and the paired differences to <c>zplus</c> when it was run (null when
+    /// no method has per-image values).
+    /// </summary>
+    /// <param name="result">Result.</param>
+    /// <param name="references">Reference methods (default: <c>zplus</c> when present).</param>
+    /// <param name="options">Bootstrap options.</param>
+    public static BootstrapComparison? Intervals(BenchmarkResult result, IReadOnlyList<string>? references = null, BootstrapOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var rows = result.Methods.Where(m => m.PerImage is not null && m.Error is null).Select(m => new MethodPerImage(m.Label, m.PerImage!)).ToList();
+        if (rows.Count == 0 || rows.Any(r => r.Values.Samples != rows[0].Values.Samples)) return null;
+        if (!PerImageMetrics.ReportMetrics.Select(PerImageMetrics.Get).Any(m => rows.All(r => m.Required.All(r.Values.Has)))) return null;
+        references ??= rows.Any(r => r.Method == IntervalReference) ? new[] { IntervalReference } : Array.Empty<string>();
+        return BootstrapComparison.Compute(rows, references, PerImageMetrics.ReportMetrics, options);
+    }
+
+    /// <summary>The method the report's paired differences refer to when it was run: z⁺, the classic rule root inference is measured against.</summary>
+    public const string IntervalReference = "zplus";
 
     private static string RowLabel(MethodResult r) => r.Error is null ? r.Label : r.Label + " (failed)";
 

@@ -70,6 +70,14 @@ public sealed class MethodResult
     public float[][]? GalleryHeatmaps { get; internal set; }
 
     /// <summary>
+    /// Per-image values of the localisation and perturbation protocols, in sample order
+    /// (<see cref="LocalizationAccumulator.PerImageColumns"/> then <see cref="PixelPerturbationAccumulator.PerImageColumns"/>),
+    /// from which <see cref="Results.PerImageMetrics"/> recomputes every metric of a resample of images; null when neither
+    /// protocol ran, the method failed, or a resumed state predates them.
+    /// </summary>
+    public Results.PerImageValues? PerImage { get; internal set; }
+
+    /// <summary>
     /// The result of one method from the states of its shards (or of one run): sums are merged exactly, so the metrics
     /// do not depend on how the samples were split; measured times are summed.
     /// </summary>
@@ -86,18 +94,29 @@ public sealed class MethodResult
         var conservation = states.Aggregate(ExactSum.Zero, (a, s) => a + s.Conservation);
         result.ConservationError = explained > 0 ? conservation.ToDouble() / explained : double.NaN;
         result.GalleryHeatmaps = states.Select(s => s.Gallery).FirstOrDefault(g => g is not null);
+        Results.PerImageValues? localizationValues = null, perturbationValues = null;
         if (states.Any(s => s.Perturbation is { Samples: > 0 }))
         {
             using var p = new PixelPerturbationAccumulator(BenchmarkRunner.PerturbationOptionsOf(options));
             foreach (var s in states) if (s.Perturbation is { } ps) p.Merge(ps);
             result.Curves = p.Result(result.Label);
+            perturbationValues = p.PerImageValues;
         }
         if (states.Any(s => s.Localization is { Images: > 0 }))
         {
             using var l = new LocalizationAccumulator();
             foreach (var s in states) if (s.Localization is { } ls) l.Merge(ls);
             result.Localization = l.Result(result.Label);
+            localizationValues = l.PerImageValues;
         }
+        if (result.Error is null)
+            result.PerImage = (localizationValues, perturbationValues) switch
+            {
+                ({ } l, { } p) when l.Samples == p.Samples => l.Join(p),
+                ({ } l, null) when result.Curves.Count == 0 => l,
+                (null, { } p) when result.Localization is null => p,
+                _ => null, // one protocol's values are missing (a resumed older state): none rather than half
+            };
         if (states.Any(s => s.Pgd is not null))
         {
             var pgd = states.Where(s => s.Pgd is not null).Select(s => s.Pgd!).ToList();

@@ -81,7 +81,11 @@ public sealed record LocalizationReport(LocalizationResult Method, LocalizationR
 /// <summary>The sums of a <see cref="LocalizationAccumulator"/>: dataset counts (intersections, unions, pixels) and per-image metric sums with their counts.</summary>
 /// <param name="Images">Images accumulated.</param>
 /// <param name="Sums">The statistics vector, exactly summed.</param>
-public sealed record LocalizationState(int Images, IReadOnlyList<ExactSum> Sums);
+/// <param name="PerImage">
+/// The per-image records in sample order, row-major (<see cref="LocalizationAccumulator.PerImageColumns"/> values per
+/// image; undefined values NaN), or <see langword="null"/> when they are not available (a state written before they were kept).
+/// </param>
+public sealed record LocalizationState(int Images, IReadOnlyList<ExactSum> Sums, IReadOnlyList<double>? PerImage = null);
 
 /// <summary>
 /// Accumulates localisation statistics over batches: each batch's statistics come to the host once and are added
@@ -97,6 +101,20 @@ public sealed class LocalizationAccumulator : IDisposable
     private readonly int _ignore;
     private ExactSum[]? _stats;
     private int _images;
+    private List<double>? _perImage = new();
+
+    /// <summary>
+    /// The per-image record of <see cref="PerImageValues"/>: the pixel counts the dataset-accumulated metrics sum
+    /// (correct = valid pixels where the binarised map equals the mask, valid = non-ignored pixels, fg/bg intersection
+    /// and union, foreground = mask pixels) and the per-image values of the metrics that are means over images
+    /// (average precision, relevance mass, pointing hit 0/1; NaN where the image leaves it undefined and the mean skips it).
+    /// Every metric of <see cref="LocalizationResult"/> is a function of the column sums of these records
+    /// (<see cref="PerImageMetrics"/>), so a resample of images recomputes it by the report's own definition.
+    /// </summary>
+    public static IReadOnlyList<string> PerImageColumns { get; } = new[]
+    {
+        "correct", "valid", "fg_intersection", "fg_union", "bg_intersection", "bg_union", "foreground", "ap", "mass", "pointing",
+    };
 
     /// <summary>Creates an accumulator.</summary>
     /// <param name="ignoreValue">Mask value of ignored pixels.</param>
@@ -115,14 +133,22 @@ public sealed class LocalizationAccumulator : IDisposable
         if (masks.is_floating_point()) throw new ArgumentException($"Expected integer masks, got {masks.dtype}.", nameof(masks));
         Check.Heatmap(heatmaps, masks.shape[0], masks.shape[1], masks.shape[2], nameof(heatmaps));
         using var scope = torch.NewDisposeScope();
-        // one transfer per batch: the batch's statistics are added exactly on the host
-        var s = Statistics(heatmaps.detach().to(ScalarType.Float64), masks.to(heatmaps.device), _ignore).cpu().data<double>().ToArray();
-        _stats = ExactSum.Add(_stats ?? new ExactSum[Slots], s);
+        // one transfer per batch: the batch's statistics are added exactly on the host, its per-image records appended
+        var (sums, perImage) = Statistics(heatmaps.detach().to(ScalarType.Float64), masks.to(heatmaps.device), _ignore);
+        var all = torch.cat(new[] { sums, perImage.reshape(-1) }).cpu().data<double>().ToArray();
+        _stats = ExactSum.Add(_stats ?? new ExactSum[Slots], all[..Slots]);
+        _perImage?.AddRange(all[Slots..]);
         _images += (int)masks.shape[0];
     }
 
     /// <summary>The accumulated sums (for sharded and resumed evaluations: <see cref="Merge"/> adds them exactly).</summary>
-    public LocalizationState State => new(_images, _stats ?? new ExactSum[Slots]);
+    public LocalizationState State => new(_images, _stats ?? new ExactSum[Slots], _perImage?.ToArray());
+
+    /// <summary>
+    /// The per-image records (<see cref="PerImageColumns"/>) of every image in the order accumulated, or
+    /// <see langword="null"/> when a merged state had none.
+    /// </summary>
+    public PerImageValues? PerImageValues => _perImage is null || _images == 0 ? null : PerImageValues.FromRows(PerImageColumns, _images, _perImage);
 
     /// <summary>Adds the sums of another accumulator (another shard, an earlier part of a resumed run).</summary>
     /// <param name="state">Its <see cref="State"/>.</param>
@@ -131,8 +157,13 @@ public sealed class LocalizationAccumulator : IDisposable
         ArgumentNullException.ThrowIfNull(state);
         if (state.Sums.Count != Slots) throw new ArgumentException($"A localisation state has {Slots} sums, got {state.Sums.Count}.", nameof(state));
         if (state.Images == 0) return;
+        if (state.PerImage is { } p && p.Count != state.Images * PerImageColumns.Count)
+            throw new ArgumentException($"A localisation state of {state.Images} images has {p.Count} per-image values; expected {state.Images * PerImageColumns.Count}.", nameof(state));
         _stats = ExactSum.Add(_stats ?? new ExactSum[Slots], state.Sums.ToArray());
         _images += state.Images;
+        // a state without per-image records (an older file) leaves the whole accumulator without them
+        if (state.PerImage is null) _perImage = null;
+        else _perImage?.AddRange(state.PerImage);
     }
 
     /// <summary>The aggregated result (one transfer to the host).</summary>
@@ -155,8 +186,8 @@ public sealed class LocalizationAccumulator : IDisposable
     {
     }
 
-    /// <summary>Per-batch statistics vector (float64, on the heatmap's device).</summary>
-    private static Tensor Statistics(Tensor heat, Tensor masks, int ignore)
+    /// <summary>Per-batch statistics vector and per-image records [B, <see cref="PerImageColumns"/>] (float64, on the heatmap's device).</summary>
+    private static (Tensor Sums, Tensor PerImage) Statistics(Tensor heat, Tensor masks, int ignore)
     {
         long b = heat.shape[0];
         var h = heat.reshape(b, -1);
@@ -185,10 +216,12 @@ public sealed class LocalizationAccumulator : IDisposable
         var nGt = gtF.sum(1);
 
         var stats = new List<Tensor> { correct.sum(), nValid.sum(), fgI.sum(), fgU.sum(), bgI.sum(), bgU.sum() };
-        void PerImageMetric(Tensor value, Tensor defined)
+        var records = new List<Tensor> { correct, nValid, fgI, fgU, bgI, bgU, nGt };
+        Tensor PerImageMetric(Tensor value, Tensor defined)
         {
             stats.Add(torch.where(defined, value, torch.zeros_like(value)).sum());
             stats.Add(defined.to(ScalarType.Float64).sum());
+            return torch.where(defined, value, torch.full_like(value, double.NaN));
         }
 
         Tensor SafeDiv(Tensor a, Tensor d) => a / torch.where(d > 0, d, torch.ones_like(d));
@@ -198,22 +231,23 @@ public sealed class LocalizationAccumulator : IDisposable
         PerImageMetric(fgIoU, fgU > 0);
         PerImageMetric(bgIoU, bgU > 0);
         PerImageMetric((fgIoU + bgIoU) / 2, (fgU > 0).logical_and(bgU > 0));
-        PerImageMetric(AveragePrecision(norm, gtF, validF, nGt), nGt > 0);
+        records.Add(PerImageMetric(AveragePrecision(norm, gtF, validF, nGt), nGt > 0));
 
         var pos = h.clamp_min(0);
         var inMask = (pos * gtF).sum(1);
         var total = (pos * validF).sum(1);
-        PerImageMetric(SafeDiv(inMask, total), total > 0);
+        records.Add(PerImageMetric(SafeDiv(inMask, total), total > 0));
 
         var masked = torch.where(valid, h, torch.full_like(h, double.NegativeInfinity));
         var arg = masked.argmax(1, keepdim: true);
-        PerImageMetric(gtF.gather(1, arg).squeeze(1), nGt > 0);
+        records.Add(PerImageMetric(gtF.gather(1, arg).squeeze(1), nGt > 0));
 
         PerImageMetric(SafeDiv(fgI, nGt), nGt > 0);
         PerImageMetric(SafeDiv(2 * fgI, fgU), fgU > 0);
         var result = torch.stack(stats);
         System.Diagnostics.Debug.Assert(result.shape[0] == Slots, "statistics layout");
-        return result;
+        System.Diagnostics.Debug.Assert(records.Count == PerImageColumns.Count, "per-image layout");
+        return (result, torch.stack(records, 1));
     }
 
     /// <summary>

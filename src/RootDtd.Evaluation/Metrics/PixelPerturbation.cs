@@ -171,7 +171,13 @@ public sealed record PerturbationCurve(
 /// <param name="Orders">The orders, outer index of the sums.</param>
 /// <param name="Correct">Σ correct per (order, fraction), order-major.</param>
 /// <param name="Probability">Σ true-class probability per (order, fraction).</param>
-public sealed record PerturbationState(int Samples, IReadOnlyList<double> Fractions, IReadOnlyList<PerturbationOrder> Orders, IReadOnlyList<ExactSum> Correct, IReadOnlyList<ExactSum> Probability);
+/// <param name="PerImageAuc">
+/// Per sample, in sample order, the AUC of each curve of <see cref="PixelPerturbationAccumulator.Result"/> computed on that
+/// sample alone (row-major: curves per sample, in the curves' order), or <see langword="null"/> when not available (a
+/// state written before they were kept).
+/// </param>
+public sealed record PerturbationState(int Samples, IReadOnlyList<double> Fractions, IReadOnlyList<PerturbationOrder> Orders, IReadOnlyList<ExactSum> Correct, IReadOnlyList<ExactSum> Probability,
+    IReadOnlyList<double>? PerImageAuc = null);
 
 /// <summary>
 /// Accumulates pixel-perturbation statistics over batches: each batch's sums come to the host once and are added
@@ -185,6 +191,7 @@ public sealed class PixelPerturbationAccumulator : IDisposable
     private ExactSum[]? _correct; // [orders × steps], exact so that shards and resumed runs merge bit for bit
     private ExactSum[]? _prob;    // [orders × steps]
     private int _samples;
+    private List<double>? _perImageAuc = new(); // [samples × curves]
 
     /// <summary>Creates an accumulator.</summary>
     /// <param name="options">Options (default: both orders, coarse + fine, normalised-zero baseline).</param>
@@ -232,7 +239,8 @@ public sealed class PixelPerturbationAccumulator : IDisposable
             {
                 var xp = k == 0 ? x : torch.where(ranks < k, baseline, x);
                 var logits = Ops.Logits(model, xp);
-                correct.Add(logits.argmax(1).eq(y).sum().to(ScalarType.Float64));
+                // per sample (0/1), so that each sample's own curve gives its AUC; the batch sum of 0/1 values is exact
+                correct.Add(logits.argmax(1).eq(y).to(ScalarType.Float64));
                 prob.Add(logits.to(ScalarType.Float64).softmax(1).gather(1, y.unsqueeze(1)).sum());
             }
 
@@ -240,17 +248,50 @@ public sealed class PixelPerturbationAccumulator : IDisposable
             probRows.Add(torch.stack(prob));
         }
 
-        // one transfer per batch: the batch's sums are added exactly on the host
-        var both = torch.stack(new[] { torch.stack(correctRows), torch.stack(probRows) }).cpu().data<double>().ToArray();
-        var half = both.Length / 2;
+        // one transfer per batch: the batch's sums are added exactly on the host, the per-sample hits give per-sample AUCs
+        var hits = torch.stack(correctRows); // [orders, steps, B]
+        var both = torch.cat(new[] { hits.sum(new long[] { 2 }).reshape(-1), torch.stack(probRows).reshape(-1), hits.reshape(-1) }).cpu().data<double>().ToArray();
+        var half = _options.Orders.Count * _fractions.Length;
         _correct = ExactSum.Add(_correct ?? new ExactSum[half], both[..half]);
-        _prob = ExactSum.Add(_prob ?? new ExactSum[half], both[half..]);
+        _prob = ExactSum.Add(_prob ?? new ExactSum[half], both[half..(2 * half)]);
+        if (_perImageAuc is not null)
+        {
+            var perSample = both[(2 * half)..];
+            for (var i = 0; i < b; i++)
+                for (var o = 0; o < _options.Orders.Count; o++)
+                    foreach (var schedule in _options.Schedules)
+                    {
+                        var y01 = schedule.Fractions.Select(f => perSample[(o * _fractions.Length + Array.IndexOf(_fractions, f)) * b + i]).ToArray();
+                        _perImageAuc.Add(100 * PerturbationCurve.Trapezoid(schedule.Fractions, y01));
+                    }
+        }
         _samples += (int)b;
     }
 
+    /// <summary>Curves per sample: orders × schedules, in the order of <see cref="Result"/>.</summary>
+    private int CurveCount => _options.Orders.Count * _options.Schedules.Count;
+
+    /// <summary>
+    /// The per-image column names of <see cref="PerImageValues"/>: one AUC per curve of <see cref="Result"/>
+    /// (<c>auc_plus_coarse</c>, <c>auc_minus_coarse</c>, <c>auc_plus_fine</c>, <c>auc_minus_fine</c> for the default options).
+    /// </summary>
+    public IReadOnlyList<string> PerImageColumns => _options.Orders.SelectMany(o => _options.Schedules.Select(s => AucColumn(o, s.Name))).ToArray();
+
+    /// <summary>The per-image column of the AUC of one (order, schedule): <c>auc_plus_&lt;schedule&gt;</c> (most relevant first) or <c>auc_minus_&lt;schedule&gt;</c>.</summary>
+    /// <param name="order">Order.</param>
+    /// <param name="schedule">Schedule name.</param>
+    public static string AucColumn(PerturbationOrder order, string schedule) =>
+        RootDtd.Evaluation.Results.ResultTable.ColumnId((order == PerturbationOrder.MostRelevantFirst ? "AUC+ " : "AUC− ") + schedule);
+
+    /// <summary>
+    /// Per sample, the AUC of each curve computed on that sample alone (its accuracy is 0 or 1 at every step); the curve's
+    /// AUC is their mean (the trapezoid is linear in the accuracies). <see langword="null"/> when a merged state had none.
+    /// </summary>
+    public PerImageValues? PerImageValues => _perImageAuc is null || _samples == 0 ? null : PerImageValues.FromRows(PerImageColumns, _samples, _perImageAuc);
+
     /// <summary>The accumulated sums (for sharded and resumed evaluations: <see cref="Merge"/> adds them exactly).</summary>
     public PerturbationState State => new(_samples, _fractions, _options.Orders.ToArray(), _correct ?? new ExactSum[_options.Orders.Count * _fractions.Length],
-        _prob ?? new ExactSum[_options.Orders.Count * _fractions.Length]);
+        _prob ?? new ExactSum[_options.Orders.Count * _fractions.Length], _perImageAuc?.ToArray());
 
     /// <summary>Adds the sums of another accumulator with the same orders and fractions (another shard, an earlier part of a resumed run).</summary>
     /// <param name="state">Its <see cref="State"/>.</param>
@@ -260,9 +301,14 @@ public sealed class PixelPerturbationAccumulator : IDisposable
         if (!state.Fractions.SequenceEqual(_fractions) || !state.Orders.SequenceEqual(_options.Orders))
             throw new ArgumentException("The perturbation state was made with other fractions or orders.", nameof(state));
         if (state.Samples == 0) return;
+        if (state.PerImageAuc is { } p && p.Count != state.Samples * CurveCount)
+            throw new ArgumentException($"A perturbation state of {state.Samples} samples has {p.Count} per-image AUCs; expected {state.Samples * CurveCount}.", nameof(state));
         _correct = ExactSum.Add(_correct ?? new ExactSum[state.Correct.Count], state.Correct.ToArray());
         _prob = ExactSum.Add(_prob ?? new ExactSum[state.Probability.Count], state.Probability.ToArray());
         _samples += state.Samples;
+        // a state without per-image AUCs (an older file) leaves the whole accumulator without them
+        if (state.PerImageAuc is null) _perImageAuc = null;
+        else _perImageAuc?.AddRange(state.PerImageAuc);
     }
 
     /// <summary>The curves.</summary>

@@ -115,6 +115,42 @@ public sealed class ConservationReport
             .Where(i => !double.IsFinite(InputSum[i]) || !double.IsFinite(StartRelevance[i]) || Layers.Any(l => !double.IsFinite(l.Sums[i])))
             .ToList();
 
+    /// <summary>
+    /// Where the backward walk first made <paramref name="sample"/>'s relevance non-finite: the node, closest to the
+    /// output, whose own output relevance is finite but whose rule sent NaN or ±∞ to its inputs (its absorbed relevance
+    /// is then not finite); <c>"the start relevance"</c> when the start itself is not finite; the first node (in the walk)
+    /// with a non-finite Σ when no absorbed row pins it down; <c>null</c> when the sample is finite throughout.
+    /// </summary>
+    /// <param name="sample">Batch index.</param>
+    public string? NonFiniteOrigin(int sample)
+    {
+        if (sample < 0 || sample >= InputSum.Length)
+            throw new ArgumentOutOfRangeException(nameof(sample), $"sample {sample} is outside the batch of {InputSum.Length}.");
+        if (!double.IsFinite(StartRelevance[sample])) return "the start relevance";
+        var absorbed = Absorbed.ToDictionary(a => a.Layer, a => a.Sums, StringComparer.Ordinal);
+        for (var k = Layers.Count - 1; k >= 0; k--)
+        {
+            var (layer, sums) = Layers[k];
+            if (double.IsFinite(sums[sample]) && absorbed.TryGetValue(layer, out var a) && !double.IsFinite(a[sample])) return layer;
+        }
+        for (var k = Layers.Count - 1; k >= 0; k--)
+            if (!double.IsFinite(Layers[k].Sums[sample])) return Layers[k].Layer;
+        return double.IsFinite(InputSum[sample]) ? null : "the input relevance";
+    }
+
+    /// <summary>
+    /// One sentence naming every sample whose relevance is not finite and the node where it became so
+    /// (<see cref="NonFiniteOrigin"/>), e.g. for an error message; <c>null</c> when every sample is finite.
+    /// </summary>
+    /// <param name="firstIndex">Added to the batch index in the text (the batch's position in a data set).</param>
+    public string? DescribeNonFinite(int firstIndex = 0)
+    {
+        var samples = NonFiniteSamples;
+        if (samples.Count == 0) return null;
+        var parts = samples.GroupBy(NonFiniteOrigin).Select(g => $"sample{(g.Count() > 1 ? "s" : "")} {string.Join(", ", g.Select(i => i + firstIndex))} at '{g.Key}'");
+        return $"relevance became non-finite (NaN or ±∞) for {string.Join("; ", parts)} (the node whose rule sent non-finite relevance to its inputs, found walking back from the output)";
+    }
+
     /// <summary>Readable table: one line per node.</summary>
     public override string ToString()
     {

@@ -314,6 +314,9 @@ public sealed class BenchmarkRunner
                 var heat = e.Heatmap;
                 heat.sum().item<float>(); // make the timing honest on asynchronous devices
                 state.ExplainMilliseconds += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                // non-finite relevance (an exploding rule): name the images and the node instead of failing in the sums below
+                if (e.Conservation.DescribeNonFinite(start) is { } nonFinite)
+                    throw new ExplanationException($"'{method.Label}': {nonFinite}.");
                 var conservation = state.Conservation;
                 for (var i = 0; i < targets.Length; i++)
                     conservation += Math.Abs(e.Conservation.InputSum[i] - e.Conservation.StartRelevance[i]) / Math.Max(Math.Abs(e.Conservation.StartRelevance[i]), 1e-12);

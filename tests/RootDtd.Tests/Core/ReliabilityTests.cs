@@ -27,6 +27,51 @@ public sealed class ReliabilityTests
         clean.NonFiniteSamples.Should().BeEmpty();
     }
 
+    [Fact]
+    public void NonFiniteOrigin_is_the_node_whose_rule_sent_non_finite_relevance()
+    {
+        // forward order a → b → c; sample 1: c received finite relevance and sent ∞ (absorbed −∞), so b and a are ∞
+        var layers = new[] { ("a", new[] { 1.0, double.PositiveInfinity }), ("b", new[] { 1.0, double.PositiveInfinity }), ("c", new[] { 1.0, 2.0 }) };
+        var absorbed = new[] { ("a", new[] { 0.0, double.NaN }), ("b", new[] { 0.0, double.NaN }), ("c", new[] { 0.0, double.NegativeInfinity }) };
+        var report = new ConservationReport(layers, new[] { 1.0, 2.0 }, new[] { 1.0, double.PositiveInfinity }, absorbed);
+        report.NonFiniteOrigin(0).Should().BeNull();
+        report.NonFiniteOrigin(1).Should().Be("c");
+        report.DescribeNonFinite(firstIndex: 10).Should().Contain("sample 11 at 'c'").And.NotContain("sample 10");
+        var start = new ConservationReport(layers, new[] { 1.0, double.NaN }, new[] { 1.0, double.NaN }, absorbed);
+        start.NonFiniteOrigin(1).Should().Be("the start relevance");
+        new ConservationReport(new[] { ("fc", new[] { 1.0 }) }, new[] { 1.0 }, new[] { 1.0 }).DescribeNonFinite().Should().BeNull();
+        var act = () => report.NonFiniteOrigin(2);
+        act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*sample 2*batch of 2*");
+    }
+
+    [Fact]
+    public void An_overflowing_rule_is_named_in_the_conservation_report()
+    {
+        // float32: fc1 makes h₀ = x₀ − x₁ and h₁ = x₃, the head 10·h₀ − 10·h₁ + 1; for x = (3e38, 2.7e38, 0, 3e37) the
+        // forward is finite (h = (3e37, 3e37), logit 1), the head sends ±3e38 to h (finite), and fc1's ε-rule sends
+        // x₀·R₀/h₀ = 3e39 = ∞ to its inputs
+        using var scope = torch.NewDisposeScope();
+        var fc1 = nn.Linear(4, 2);
+        var head = nn.Linear(2, 1);
+        using (torch.no_grad())
+        {
+            fc1.weight!.copy_(torch.tensor(new float[,] { { 1, -1, 0, 0 }, { 0, 0, 0, 1 } }));
+            fc1.bias!.zero_();
+            head.weight!.copy_(torch.tensor(new float[,] { { 10, -10 } }));
+            head.bias!.fill_(1f);
+        }
+        using var model = nn.Sequential(("fc1", fc1), ("head", head));
+        model.eval();
+        var x = torch.tensor(new float[,] { { 0.5f, -0.25f, 1f, 0.75f }, { 3e38f, 2.7e38f, 0f, 3e37f } });
+        using var explainer = new Explainer(model, C.Epsilon());
+        using var e = explainer.Explain(x, new long[] { 0, 0 });
+        torch.isfinite(e.Logits).all().item<bool>().Should().BeTrue();
+        e.Conservation.NonFiniteSamples.Should().Equal(1);
+        e.Conservation.NonFiniteOrigin(1).Should().Be("fc1");
+        e.Conservation.NonFiniteOrigin(0).Should().BeNull();
+        e.Conservation.DescribeNonFinite().Should().Contain("sample 1 at 'fc1'");
+    }
+
     public static IEnumerable<object[]> Modes() => new[] { "inference_mode", "no_grad", "inference-input" }.Select(m => new object[] { m });
 
     [Theory]

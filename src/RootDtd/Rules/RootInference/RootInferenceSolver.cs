@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace RootDtd.Rules.RootInference;
 
 /// <summary>
-/// What <see cref="RootInferenceSolver.Solve"/> found for one unit. Every per-sample quantity has the batch as its
+/// What <c>RootInferenceSolver.Solve</c> found for one unit. Every per-sample quantity has the batch as its
 /// first dimension. The tensors belong to the dispose scope that was current when <c>Solve</c> was called.
 /// </summary>
 public sealed class RootInferenceResult
@@ -54,7 +54,10 @@ public sealed class RootInferenceResult
 /// line search, per-sample step scales and acceptance, then redistribution of <c>R</c> along <c>F</c> at the signal.
 /// Every step costs four layer evaluations (the transposed map for the gradient, J·g, the change ΔF of a candidate that
 /// decides its acceptance, F at the candidate); off the ReLU domain the positive map evaluates W⁺ and W⁻ halves as one
-/// stacked layer. A step's decisions (acceptance, the sign mask) are taken on quantities accurate relative to their
+/// stacked layer. In the free domain (no box: every Linear of a ViT) ΔF comes from J·g and a product of |W| with the
+/// sign flips instead (a single-width evaluation for a double-width one), and a dense layer at least twice as wide as its
+/// input (a ViT's fc1) runs the whole step in its stacked input space with the Gram matrix of [W⁺|W⁻] (about a third of
+/// the multiply-adds); both compute the same iteration in exact arithmetic (docs/speed.md). A step's decisions (acceptance, the sign mask) are taken on quantities accurate relative to their
 /// own size, so that a batch and each sample alone give the same result to ~1e-13 in float64 (docs/reliability.md).
 /// Nothing leaves the device inside the loop.
 /// </summary>
@@ -70,7 +73,15 @@ public static class RootInferenceSolver
     /// <param name="options">Rule options (default: the spec's).</param>
     /// <param name="traceLoss">Also return <see cref="RootInferenceResult.LossTrace"/>.</param>
     public static RootInferenceResult Solve(LinearUnit unit, Tensor input, Tensor relevance, InputDomain domain, Tensor? low = null, Tensor? high = null,
-        RootInferenceOptions? options = null, bool traceLoss = false)
+        RootInferenceOptions? options = null, bool traceLoss = false) =>
+        Solve(unit, input, relevance, domain, low, high, options, traceLoss, SolverPath.Fastest);
+
+    /// <summary>
+    /// <see cref="Solve(LinearUnit, Tensor, Tensor, InputDomain, Tensor?, Tensor?, RootInferenceOptions?, bool)"/> with the
+    /// evaluation scheme chosen (tests compare the schemes: they compute the same iteration in exact arithmetic).
+    /// </summary>
+    internal static RootInferenceResult Solve(LinearUnit unit, Tensor input, Tensor relevance, InputDomain domain, Tensor? low, Tensor? high,
+        RootInferenceOptions? options, bool traceLoss, SolverPath path)
     {
         ArgumentNullException.ThrowIfNull(unit);
         ArgumentNullException.ThrowIfNull(input);
@@ -96,6 +107,14 @@ public static class RootInferenceSolver
         var negligible = 64 * Epsilon(x.dtype);
 
         // carried state: T, its mask, F(T), L(T), step scale s, accepted count
+        // Off the ReLU domain without a box (every Linear of a ViT) T' = T − c·h exactly (no projection), so the change of F
+        // follows from the linearity of F on the current mask: ΔF = −c·J·h + |W|·(T' ⊙ (m' − m)), the second term only
+        // where a sign flipped (see ContributionMap.FlipChange); where the layer is at least twice as wide as its input
+        // (fc1), the whole step runs in the stacked input space with the Gram matrix [W⁺|W⁻]ᵀ[W⁺|W⁻] (SolveGram).
+        var linearChange = path != SolverPath.Reference && lo is null && hi is null && map.IsStacked;
+        if (linearChange && map.GramIsCheaper(x.shape))
+            return SolveGram(map, x, r, options, traceLoss, inShape, outShape, negligible);
+
         var t = x.clone();
         var mask = map.Mask(t);
         var f = map.Apply(t, mask);
@@ -136,7 +155,13 @@ public static class RootInferenceSolver
             // its sign is the exact arithmetic's except on true ties. It costs a fourth layer evaluation per step.
             // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R);
             // ΔF and F(T') share the split of the candidate into its halves
-            var (deltaF, candidateF) = map.ChangeAndValue(t, mask, candidate, candidateMask);
+            Tensor deltaF, candidateF;
+            if (linearChange)
+            {
+                deltaF = jh.mul((scale * alpha).neg().view(outShape)).add_(map.FlipChange(map.Flipped(candidate, candidateMask!, mask!)));
+                candidateF = map.Apply(candidate, candidateMask);
+            }
+            else (deltaF, candidateF) = map.ChangeAndValue(t, mask, candidate, candidateMask);
             var deltaLoss = Dot(deltaF, deltaF + 2 * (f - r));
             var accept = deltaLoss.le(0);
             var acceptIn = accept.to(x.dtype).view(inShape);
@@ -162,6 +187,98 @@ public static class RootInferenceSolver
             Replace(ref accepted, nextAccepted);
         }
 
+        return Finish(map, x, r, t, mask, f, initialLoss, loss, accepted, trace, options);
+    }
+
+    /// <summary>
+    /// The free-domain iteration of a dense layer at least twice as wide as its input, in the stacked input space
+    /// (u = [T⊙m | T⊙(1−m)], F(T) = Ws·u with Ws = [W⁺|W⁻], G = WsᵀWs): the gradient's two halves are
+    /// <c>WsᵀF(T) − Wsᵀr = G·u − Wsᵀr</c>, <c>‖J·h‖² = u_hᵀG·u_h</c> and
+    /// <c>ΔL = ⟨Δu, G·Δu + 2·(G·u − Wsᵀr)⟩</c> with <c>Δu = −c·u_h + [d | −d]</c> (d: the candidate at its flipped
+    /// entries): the same iteration as the output-space one in exact arithmetic, at (2·in)² multiply-adds per token for
+    /// each product with G instead of 2·in·out for each stacked layer evaluation — two and a half products with G per
+    /// step against four double-width evaluations. F itself is evaluated afresh at x and at the signal only; the loss
+    /// in between follows L(T') = L(T) + ΔL (it decides nothing: acceptance is on ΔL).
+    /// </summary>
+    private static RootInferenceResult SolveGram(ContributionMap map, Tensor x, Tensor r, RootInferenceOptions options, bool traceLoss,
+        long[] inShape, long[] outShape, double negligible)
+    {
+        var batch = x.shape[0];
+        var t = x.clone();
+        var mask = map.Mask(t)!;
+        var u = map.Split(t, mask);
+        var loss = SquaredNorm(map.ApplyStacked(u) - r);
+        var initialLoss = loss.clone();
+        var rb = map.TransposedHalves(r, x.shape);
+        var gu = map.Gram(u);
+        u.Dispose();
+        var scale = torch.full(new[] { batch }, options.Gamma, dtype: x.dtype, device: x.device);
+        var accepted = torch.zeros(batch, dtype: x.dtype, device: x.device);
+        var trace = traceLoss ? new List<Tensor> { loss.clone() } : null;
+
+        for (var k = 0; k < options.Steps; k++)
+        {
+            using var step = torch.NewDisposeScope();
+            // Ws·(F − r) in both halves, and h = Jᵀ(F − r) (the half chosen by the mask), as in the output-space loop
+            var both = gu - rb;
+            var h = map.CombineHalves(both * mask);
+            var magnitude = h.abs();
+            h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
+            var uh = map.Split(h, mask);
+            var guh = map.Gram(uh);
+            var hh = SquaredNorm(h);
+            var jj = Dot(uh, guh);
+            var positive = jj.gt(0);
+            var alpha = torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
+            var c = (scale * alpha).view(inShape);
+            var candidate = t.addcmul(c, h, -1);
+            var candidateMask = map.Mask(candidate)!;
+            var flipped = map.Flipped(candidate, candidateMask, mask);
+            var du = uh.mul(c.neg()).add_(map.Signed(flipped));
+            var gdu = guh.mul(c.neg()).add_(map.GramFlip(flipped));
+            var deltaLoss = Dot(du, gdu.add_(both, alpha: 2));
+            var accept = deltaLoss.le(0);
+            var acceptIn = accept.to(x.dtype).view(inShape);
+            var candidateGu = map.Gram(map.Split(candidate, candidateMask));
+
+            var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
+            var nextMask = Select(acceptIn, candidateMask, mask).MoveToOuterDisposeScope();
+            var nextGu = Select(acceptIn, candidateGu, gu).MoveToOuterDisposeScope();
+            var nextLoss = torch.where(accept, torch.minimum(loss + deltaLoss, loss), loss).MoveToOuterDisposeScope();
+            var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
+            var nextAccepted = (accepted + accept.to(x.dtype)).MoveToOuterDisposeScope();
+            Replace(ref t, nextT);
+            Replace(ref mask, nextMask);
+            Replace(ref gu, nextGu);
+            if (trace is null) Replace(ref loss, nextLoss);
+            else
+            {
+                loss = nextLoss;
+                trace.Add(loss);
+            }
+            Replace(ref scale, nextScale);
+            Replace(ref accepted, nextAccepted);
+        }
+
+        // F at the signal afresh (the redistribution and the reported loss use it, not the recursion)
+        var f = map.Apply(t, mask);
+        if (options.Steps > 0)
+        {
+            var fresh = SquaredNorm(f - r);
+            var final = torch.minimum(fresh, loss);
+            if (trace is null) Replace(ref loss, final);
+            else
+            {
+                loss = final;
+                trace[^1] = loss;
+            }
+        }
+        return Finish(map, x, r, t, mask, f, initialLoss, loss, accepted, trace, options);
+    }
+
+    private static RootInferenceResult Finish(ContributionMap map, Tensor x, Tensor r, Tensor t, Tensor? mask, Tensor f, Tensor initialLoss, Tensor loss,
+        Tensor accepted, List<Tensor>? trace, RootInferenceOptions options)
+    {
         var q = options.Redistribution == RootRedistribution.Normalized ? options.Stabilizer.Divide(r, f) : torch.ones_like(f);
         var rIn = t * map.ApplyTransposed(q, mask, x.shape);
         var root = x - t;
@@ -251,12 +368,18 @@ public static class RootInferenceSolver
         // thin inputs such as the 3-channel image). Only for ungrouped layers.
         private readonly Tensor? _stacked;
         private readonly long _featureDim;
+        // whether the weight is the unit's own (dtype and device): derived parameters are then cached on the unit
+        private readonly bool _own;
+        private Tensor? _absolute;
+        private Tensor? _gram;
+        private Tensor? _gramFlip;
 
         public ContributionMap(LinearUnit unit, Tensor x, InputDomain domain, bool positive)
         {
             _unit = unit;
             _featureDim = unit.Kind == LinearUnitKind.Dense ? x.dim() - 1 : 1;
             var own = unit.Weight.dtype == x.dtype && unit.Weight.device_type == x.device_type && unit.Weight.device_index == x.device_index;
+            _own = own;
             var w = own ? unit.Weight : unit.Weight.to(x.dtype).to(x.device);
             if (!positive)
             {
@@ -274,6 +397,85 @@ public static class RootInferenceSolver
         /// <summary>True when F has two halves chosen by the sign mask of T (the positive map off the ReLU domain).</summary>
         public bool HasMask => _negative is not null;
 
+        /// <summary>True when the masked map is the stacked layer [W⁺ | W⁻] (ungrouped).</summary>
+        public bool IsStacked => _stacked is not null;
+
+        /// <summary>
+        /// Whether the Gram form pays: a dense layer whose outputs are at least twice its inputs (a product with the
+        /// [2·in, 2·in] Gram matrix costs at most a stacked evaluation's 2·in·out per token). Shape only, never the
+        /// batch, so that a batch and each sample alone take the same path.
+        /// </summary>
+        public bool GramIsCheaper(long[] inputShape) =>
+            _stacked is not null && _unit.Kind == LinearUnitKind.Dense && 2 * inputShape[_featureDim] <= _stacked.shape[0];
+
+        /// <summary>|W| = W⁺ − W⁻, the map of the sign flips.</summary>
+        private Tensor Absolute => _absolute ??= _own
+            ? _unit.GetParameter("w:|.|", () => _unit.Weight.abs())
+            : _weight - _negative!;
+
+        /// <summary>G = [W⁺|W⁻]ᵀ[W⁺|W⁻] ([2·in, 2·in], symmetric).</summary>
+        private Tensor GramMatrix => _gram ??= _own
+            ? _unit.GetParameter("gram:+|-", () => StackedGram(_unit.Weight.clamp(min: 0), _unit.Weight.clamp(max: 0)))
+            : StackedGram(_weight, _negative!);
+
+        /// <summary>G's top half minus its bottom half ([in, 2·in]): d ↦ G·[d | −d] for the flips.</summary>
+        private Tensor GramFlipMatrix => _gramFlip ??= _own
+            ? _unit.GetParameter("gram:+|- flip", () => FlipRows(StackedGram(_unit.Weight.clamp(min: 0), _unit.Weight.clamp(max: 0))))
+            : FlipRows(GramMatrix);
+
+        private static Tensor StackedGram(Tensor positive, Tensor negative)
+        {
+            var stacked = torch.cat(new[] { positive, negative }, 1);
+            return stacked.t().matmul(stacked);
+        }
+
+        private static Tensor FlipRows(Tensor gram)
+        {
+            var half = gram.shape[0] / 2;
+            return gram.narrow(0, 0, half) - gram.narrow(0, half, half);
+        }
+
+        /// <summary>G applied to a stacked-space tensor [.., 2·in] (G is symmetric).</summary>
+        public Tensor Gram(Tensor u) => u.matmul(GramMatrix);
+
+        /// <summary>G·[d | −d] for an input-shaped d.</summary>
+        public Tensor GramFlip(Tensor d) => d.matmul(GramFlipMatrix);
+
+        /// <summary>[d | −d] along the feature axis.</summary>
+        public Tensor Signed(Tensor d) => torch.cat(new[] { d, d.neg() }, _featureDim);
+
+        /// <summary>The stacked layer applied to a stacked-space tensor.</summary>
+        public Tensor ApplyStacked(Tensor u) => _unit.Forward(u, _stacked!, null);
+
+        /// <summary>Both halves [W⁺ᵀr | W⁻ᵀr] of the transposed stacked map.</summary>
+        public Tensor TransposedHalves(Tensor r, long[] inputShape)
+        {
+            var doubled = (long[])inputShape.Clone();
+            doubled[_featureDim] = 2 * inputShape[_featureDim];
+            return _unit.Transpose(r, _stacked!, doubled);
+        }
+
+        /// <summary>The first half plus the second half along the feature axis.</summary>
+        public Tensor CombineHalves(Tensor both)
+        {
+            var features = both.shape[_featureDim] / 2;
+            return both.narrow(_featureDim, 0, features).add(both.narrow(_featureDim, features, features));
+        }
+
+        /// <summary>
+        /// <c>d = T' ⊙ (m' − m)</c>: the candidate's value where its sign differs from the current one (with the opposite
+        /// sign where it went from non-negative to negative), 0 elsewhere. Then
+        /// <c>F(T') = F(T) + J·(T' − T) + |W|·d</c> exactly, J taken at the current mask.
+        /// </summary>
+        public Tensor Flipped(Tensor candidate, Tensor candidateMask, Tensor mask)
+        {
+            var features = candidate.shape[_featureDim];
+            return candidateMask.narrow(_featureDim, 0, features).sub(mask.narrow(_featureDim, 0, features)).mul_(candidate);
+        }
+
+        /// <summary>|W|·d, the part of ΔF that the sign flips add to the change along the current linear piece.</summary>
+        public Tensor FlipChange(Tensor flipped) => _unit.Forward(flipped, Absolute, null);
+
         /// <summary>
         /// The sign mask of <paramref name="t"/>: for the stacked map the selector <c>[m | 1 − m]</c> along the feature
         /// axis in t's dtype (m = [T ≥ 0]), which splits and recombines by multiplication; for a grouped layer the bool m.
@@ -290,7 +492,7 @@ public static class RootInferenceSolver
         /// <c>[v⊙m | v⊙(1−m)]</c>, the input of the stacked layer: the same values as selecting v or 0 (a product with
         /// 0 or 1 is exact; only the sign of a zero may differ, which no later operation reads).
         /// </summary>
-        private Tensor Split(Tensor v, Tensor selector) => torch.cat(new[] { v, v }, _featureDim).mul_(selector);
+        public Tensor Split(Tensor v, Tensor selector) => torch.cat(new[] { v, v }, _featureDim).mul_(selector);
 
         public Tensor Apply(Tensor v, Tensor? mask)
         {
@@ -339,4 +541,14 @@ public static class RootInferenceSolver
             return torch.where(mask, p, n);
         }
     }
+}
+
+/// <summary>How <see cref="RootInferenceSolver"/> evaluates a step (the same iteration in exact arithmetic).</summary>
+internal enum SolverPath
+{
+    /// <summary>The cheapest scheme for the layer and domain (linear change of F in the free domain, Gram form for wide dense layers).</summary>
+    Fastest,
+
+    /// <summary>Every step evaluates the change of F and F at the candidate as two stacked layer evaluations.</summary>
+    Reference,
 }

@@ -1,0 +1,101 @@
+using FluentAssertions;
+using RootDtd.Graph;
+using RootDtd.Rules;
+using RootDtd.Rules.RootInference;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace RootDtd.Tests.RootInference;
+
+/// <summary>
+/// The solver's cheaper evaluation schemes in the free domain (ΔF from the linearity of F on the current sign mask plus
+/// the flips; the Gram form for dense layers at least twice as wide as their input) against the reference scheme that
+/// evaluates ΔF and F(T') as stacked layer evaluations: the same iteration in exact arithmetic, so in float64 the same
+/// accepted steps and the same relevance to rounding.
+/// </summary>
+public class RootSolverSchemeTests
+{
+    /// <summary>A dense layer on [B, N, in] tokens (as every ViT Linear), free-domain input, relevance of mixed sign.</summary>
+    private static (LinearUnit Unit, Tensor X, Tensor R) DenseProblem(int inputs, int outputs, int seed, bool signedRelevance)
+    {
+        torch.manual_seed(seed);
+        var w = torch.randn(outputs, inputs, float64) / Math.Sqrt(inputs);
+        var b = torch.randn(outputs, float64) * 0.1;
+        var unit = LinearUnit.Dense(w, b);
+        var x = torch.randn(3, 5, inputs, float64);
+        var z = unit.Forward(x);
+        var r = z * torch.rand(z.shape, float64) * 0.7;
+        if (signedRelevance) r = r * torch.randn(z.shape, float64).sign();
+        return (unit, x, r);
+    }
+
+    public static IEnumerable<object[]> Shapes() => new[]
+    {
+        new object[] { 6, 16, 1.0, false }, // Gram form (16 ≥ 2·6), as fc1
+        new object[] { 6, 16, 1.8, true },
+        new object[] { 8, 8, 1.0, false }, // linear change, as q, k, v and proj
+        new object[] { 8, 8, 1.8, true },
+        new object[] { 16, 6, 1.0, true }, // linear change, as fc2
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void DenseSchemesAgreeWithTheReference(int inputs, int outputs, double gamma, bool signedRelevance)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (unit, x, r) = DenseProblem(inputs, outputs, seed: inputs * 31 + outputs, signedRelevance);
+        using var _ = unit;
+        var options = new RootInferenceOptions { Steps = 25, Gamma = gamma };
+        var fast = RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, null, null, options, true, SolverPath.Fastest);
+        var reference = RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, null, null, options, true, SolverPath.Reference);
+        AssertSame(fast, reference);
+        // the problem exercises the flips: some sample rejected a step (only a sign flip can make a step fail here)
+        (reference.AcceptedSteps.lt(25).any().item<bool>() || gamma < 1.5).Should().BeTrue();
+    }
+
+    [Fact]
+    public void FreeConvolutionSchemeAgreesWithTheReference()
+    {
+        using var scope = torch.NewDisposeScope();
+        var (unit, x, r, _, _) = RootInferenceSolverTests.RandomConvProblem(InputDomain.Free, seed: 17);
+        using var _ = unit;
+        foreach (var gamma in new[] { 1.0, 1.8 })
+        {
+            var options = new RootInferenceOptions { Steps = 25, Gamma = gamma };
+            AssertSame(RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, null, null, options, true, SolverPath.Fastest),
+                RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, null, null, options, true, SolverPath.Reference));
+        }
+    }
+
+    [Theory]
+    [InlineData(6, 16)]
+    [InlineData(8, 8)]
+    public void LossTraceIsMonotoneAndEndsAtTheSignalsLoss(int inputs, int outputs)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (unit, x, r) = DenseProblem(inputs, outputs, seed: 3, signedRelevance: true);
+        using var _ = unit;
+        var result = RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, options: new RootInferenceOptions { Steps = 30, Gamma = 1.8 }, traceLoss: true);
+        var trace = result.LossTrace!;
+        (trace[1..] - trace[..^1]).max().item<double>().Should().BeLessThanOrEqualTo(0);
+        (trace[-1] - result.FinalLoss).abs().max().item<double>().Should().Be(0);
+        var s = result.Signal;
+        var fs = unit.Forward(s.clamp(min: 0), unit.Weight.clamp(min: 0), null) + unit.Forward(s.clamp(max: 0), unit.Weight.clamp(max: 0), null);
+        var loss = (fs - r).pow(2).reshape(x.shape[0], -1).sum(1);
+        (loss - result.FinalLoss).abs().max().item<double>().Should().BeLessThan(1e-9 * (1 + result.FinalLoss.max().item<double>()));
+        (result.FinalLoss < result.InitialLoss).all().item<bool>().Should().BeTrue();
+        (result.Contribution - fs).abs().max().item<double>().Should().BeLessThan(1e-12 * fs.abs().max().item<double>());
+    }
+
+    private static void AssertSame(RootInferenceResult fast, RootInferenceResult reference)
+    {
+        (fast.AcceptedSteps - reference.AcceptedSteps).abs().max().item<double>().Should().Be(0);
+        Relative(fast.InputRelevance, reference.InputRelevance).Should().BeLessThan(1e-10);
+        Relative(fast.Signal, reference.Signal).Should().BeLessThan(1e-10);
+        Relative(fast.FinalLoss, reference.FinalLoss).Should().BeLessThan(1e-9);
+        (fast.InitialLoss - reference.InitialLoss).abs().max().item<double>().Should().BeLessThan(1e-12 * reference.InitialLoss.abs().max().item<double>());
+    }
+
+    private static double Relative(Tensor a, Tensor b) => ((a - b).abs().max() / b.abs().max()).item<double>();
+}

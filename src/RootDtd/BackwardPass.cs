@@ -330,6 +330,27 @@ public sealed class BackwardPass : IDisposable
         var captured = new Dictionary<int, Tensor>();
         var args = new List<Tensor>(4);
         var kinds = new List<NodeKind>(4);
+        // Relevance a node has consumed is freed as soon as no branch still waits for it, so that the next nodes reuse
+        // its memory (kept: the recorded outputs, the start, captured relevance, and whatever a rule passed on as is)
+        var kept = new HashSet<Tensor>(outputs, ReferenceEqualityComparer.Instance) { start };
+        var pending = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
+        void Free(Tensor t)
+        {
+            if (!kept.Contains(t) && pending.GetValueOrDefault(t) == 0) t.Dispose();
+        }
+        void Release(List<Tensor>? consumedBranches, Tensor gathered)
+        {
+            if (consumedBranches is not null)
+                foreach (var t in consumedBranches)
+                    if (pending.TryGetValue(t, out var c))
+                    {
+                        if (c <= 1) pending.Remove(t);
+                        else pending[t] = c - 1;
+                    }
+            if (consumedBranches is not null)
+                foreach (var t in consumedBranches) Free(t);
+            Free(gathered);
+        }
         var unitsDone = 0;
         // (the relevance, its Σ per sample when already known, whether it is known to be zero)
         (Tensor Relevance, Tensor? Sum, bool Zero) Gather(int i)
@@ -340,8 +361,9 @@ public sealed class BackwardPass : IDisposable
             {
                 if (list.Count == 1 && zeroBranches[i] == 0) return (list[0], branchSums[i]![0], false);
                 // a fan-out rule sees every branch, the zero ones too
+                using var combineScope = torch.NewDisposeScope();
                 for (var z = 0; z < zeroBranches[i]; z++) list.Add(torch.zeros_like(outputs[i]));
-                return (combine.Combine(Graph.Nodes[i], outputs[i], list), null, false);
+                return (combineScope.MoveToOuter(combine.Combine(Graph.Nodes[i], outputs[i], list)), null, false);
             }
             // zero branches add nothing to the sum: leaving them out gives the same values
             if (list.Count == 1) return (list[0], branchSums[i]![0], false);
@@ -353,11 +375,16 @@ public sealed class BackwardPass : IDisposable
         {
             cancellationToken.ThrowIfCancellationRequested();
             var node = Graph.Nodes[i];
+            var consumed = branches[i];
             var (r, knownSum, isZero) = Gather(i);
             branches[i] = null;
             branchSums[i] = null;
             sums[i] = knownSum ?? r.reshape(batch, -1).sum(1);
-            if (capture.Contains(i)) captured[i] = r;
+            if (capture.Contains(i))
+            {
+                captured[i] = r;
+                kept.Add(r);
+            }
             if (wantedLayers.TryGetValue(i, out var names))
                 foreach (var name in names) layers[name] = r.detach().clone();
             var rule = rules[i]!;
@@ -366,6 +393,7 @@ public sealed class BackwardPass : IDisposable
             {
                 foreach (var j in node.Inputs) zeroBranches[j]++;
                 absorbed[i] = sums[i] - torch.zeros_like(sums[i]);
+                Release(consumed, r);
                 progress?.Report(new ExplanationProgress(count - i, count - 1, unitsDone, Graph.Units.Count, node.Name));
                 continue;
             }
@@ -381,7 +409,9 @@ public sealed class BackwardPass : IDisposable
             Tensor[] result;
             try
             {
+                using var nodeScope = torch.NewDisposeScope();
                 result = rule.Propagate(context);
+                nodeScope.MoveToOuter(result);
             }
             catch (ExplanationException e) when (low is not null && node is LinearUnitNode unit && nodeLow is null && e.Message.Contains("needs input bounds", StringComparison.Ordinal))
             {
@@ -402,9 +432,11 @@ public sealed class BackwardPass : IDisposable
                 var branchSum = result[k].reshape(batch, -1).sum(1);
                 (branches[j] ??= new List<Tensor>()).Add(result[k]);
                 (branchSums[j] ??= new List<Tensor>()).Add(branchSum);
+                pending[result[k]] = pending.GetValueOrDefault(result[k]) + 1;
                 sent = sent + branchSum;
             }
             absorbed[i] = sums[i] - sent;
+            Release(consumed, r);
             if (node is LinearUnitNode) unitsDone++;
             progress?.Report(new ExplanationProgress(count - i, count - 1, unitsDone, Graph.Units.Count, node.Name));
         }

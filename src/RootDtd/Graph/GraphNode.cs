@@ -171,6 +171,14 @@ public sealed class OperationNode : GraphNode
 
     /// <inheritdoc />
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => _forward(inputs[0]);
+
+    /// <summary>
+    /// The vector-Jacobian product of the operation, (output-shaped tensor g, the recorded input) → Jᵀg in the input's
+    /// shape, when it is known in closed form (rearrangements: reshape, permute, select of a part); <c>null</c> (default):
+    /// <see cref="Rules.GradientRule"/> takes it from autograd through <see cref="Forward"/>. It must equal autograd's
+    /// result exactly (a rearrangement's transpose only copies values).
+    /// </summary>
+    public Func<Tensor, Tensor, Tensor>? VectorJacobianProduct { get; init; }
 }
 
 /// <summary>The element-wise sum of its inputs (a residual connection).</summary>

@@ -44,7 +44,11 @@ internal static class TransformerAdapters
         b.TokenLayout = new TokenLayout(1, o.GridSize, o.GridSize);
         b.InputValidator = vit.ValidateInputShape;
         var conv = b.AddModule(J(path, "patch_embed.proj"), vit.PatchEmbedding.Projection, input);
-        var tokens = b.AddNamed(new OperationNode(J(path, "patch_embed"), NodeKind.Rearrange, conv, t => t.flatten(2).transpose(1, 2)) { Module = vit.PatchEmbedding });
+        var tokens = b.AddNamed(new OperationNode(J(path, "patch_embed"), NodeKind.Rearrange, conv, t => t.flatten(2).transpose(1, 2))
+        {
+            Module = vit.PatchEmbedding,
+            VectorJacobianProduct = (g, grid) => g.transpose(1, 2).reshape(grid.shape),
+        });
         var cls = b.AddNamed(new ParameterNode(J(path, "cls_token"), vit.ClassToken));
         var t0 = b.AddNamed(new ConcatNode(J(path, "cat_cls_token"), new[] { cls, tokens }, 1));
         var pos = b.AddNamed(new ParameterNode(J(path, "pos_embed"), vit.PositionEmbedding));
@@ -78,8 +82,7 @@ internal static class TransformerAdapters
             Module = attn.Qkv,
             OutputParts = LinearUnitNode.QkvParts,
         });
-        int Part(string name, int which) =>
-            b.AddNamed(new OperationNode(J(path, name), NodeKind.Rearrange, qkv, t => VitAttention.Split(t, heads, which)));
+        int Part(string name, int which) => b.AddNamed(SplitNode(J(path, name), qkv, heads, which));
         var q = Part("q", 0);
         var k = Part("k", 1);
         var v = Part("v", 2);
@@ -87,9 +90,20 @@ internal static class TransformerAdapters
         var scaled = b.AddNamed(new ScaleNode(J(path, "scale"), scores, attn.Scale));
         var probabilities = b.AddNamed(new SoftmaxNode(J(path, "softmax"), scaled));
         var weighted = b.AddNamed(new ProductNode(J(path, "attn_v"), probabilities, v, ProductKind.MatMul));
-        var merged = b.AddNamed(new OperationNode(J(path, "merge_heads"), NodeKind.Rearrange, weighted, VitAttention.Merge));
+        var merged = b.AddNamed(MergeNode(J(path, "merge_heads"), weighted));
         return b.AddModule(J(path, "proj"), attn.Proj, merged);
     }
+
+    /// <summary>Part <paramref name="which"/> (0 q, 1 k, 2 v) of a packed qkv output, heads split, with its closed-form transpose.</summary>
+    internal static OperationNode SplitNode(string name, int qkv, int heads, int which) =>
+        new(name, NodeKind.Rearrange, qkv, t => VitAttention.Split(t, heads, which))
+        {
+            VectorJacobianProduct = (g, packed) => VitAttention.SplitTranspose(g, packed, heads, which),
+        };
+
+    /// <summary>Heads [B, H, N, d] merged into tokens, with its closed-form transpose.</summary>
+    internal static OperationNode MergeNode(string name, int weighted) =>
+        new(name, NodeKind.Rearrange, weighted, VitAttention.Merge) { VectorJacobianProduct = VitAttention.MergeTranspose };
 
     /// <summary>The MLP: fc1 → act → fc2 (children in registration order).</summary>
     public static int AddMlp(GraphBuilder b, string path, nn.Module mlp, int x) => b.AddChildren(path, mlp, x, "fc1", "act", "fc2");
@@ -138,7 +152,7 @@ public static class AttentionAdapters
             throw new ArgumentException($"{kind} '{path}': {heads} heads do not divide the width {dim} (in_proj_weight [{string.Join(", ", inWeight.shape)}]).", nameof(heads));
         string J(string name) => GraphBuilder.Join(path, name);
         var qkv = builder.AddNamed(new LinearUnitNode(J("qkv"), LinearUnit.Dense(inWeight, inBias), tokens) { Module = module, OutputParts = LinearUnitNode.QkvParts });
-        int Part(string name, int which) => builder.AddNamed(new OperationNode(J(name), NodeKind.Rearrange, qkv, t => VitAttention.Split(t, heads, which)));
+        int Part(string name, int which) => builder.AddNamed(TransformerAdapters.SplitNode(J(name), qkv, heads, which));
         var q = Part("q", 0);
         var k = Part("k", 1);
         var v = Part("v", 2);
@@ -146,7 +160,7 @@ public static class AttentionAdapters
         var scaled = builder.AddNamed(new ScaleNode(J("scale"), scores, Math.Pow(dim / heads, -0.5)));
         var probabilities = builder.AddNamed(new SoftmaxNode(J("softmax"), scaled));
         var weighted = builder.AddNamed(new ProductNode(J("attn_v"), probabilities, v, ProductKind.MatMul));
-        var merged = builder.AddNamed(new OperationNode(J("merge_heads"), NodeKind.Rearrange, weighted, VitAttention.Merge));
+        var merged = builder.AddNamed(TransformerAdapters.MergeNode(J("merge_heads"), weighted));
         return builder.AddNamed(new LinearUnitNode(J("out_proj"), LinearUnit.Dense(outWeight, outBias), merged));
     }
 

@@ -137,8 +137,26 @@ public sealed class VitAttention : Module<Tensor, Tensor>
         return qkvOut.reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)[which];
     }
 
+    /// <summary>
+    /// The transpose of <see cref="Split"/>: <paramref name="part"/> [B, H, N, d] placed at part <paramref name="which"/>
+    /// of a zero tensor shaped like the packed <paramref name="qkvOut"/> [B, N, 3·H·d] (what autograd gives, without it).
+    /// </summary>
+    internal static Tensor SplitTranspose(Tensor part, Tensor qkvOut, int heads, int which)
+    {
+        var b = qkvOut.shape[0];
+        var n = qkvOut.shape[1];
+        var d = qkvOut.shape[2] / 3 / heads;
+        var full = torch.zeros(qkvOut.shape, dtype: part.dtype, device: part.device);
+        full.view(b, n, 3, heads, d).select(2, which).copy_(part.permute(0, 2, 1, 3));
+        return full;
+    }
+
     /// <summary>Merges heads [B, H, N, d] into tokens [B, N, H·d].</summary>
     public static Tensor Merge(Tensor heads) => heads.transpose(1, 2).flatten(2);
+
+    /// <summary>The transpose of <see cref="Merge"/>: tokens [B, N, H·d] back to heads shaped like <paramref name="heads"/> [B, H, N, d].</summary>
+    internal static Tensor MergeTranspose(Tensor tokens, Tensor heads) =>
+        tokens.reshape(heads.shape[0], heads.shape[2], heads.shape[1], heads.shape[3]).transpose(1, 2);
 
     /// <summary>The attention probabilities softmax(q·kᵀ·scale) [B, H, N, N] of a normalised input [B, N, D].</summary>
     public Tensor Probabilities(Tensor x)

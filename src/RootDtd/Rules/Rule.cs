@@ -24,6 +24,12 @@ public enum InputDomain
 public abstract class Rule
 {
     /// <summary>Propagates <see cref="RuleContext.Relevance"/> to the node's inputs (one tensor per input, same shapes).</summary>
+    /// <remarks>
+    /// The backward walk runs each call in a dispose scope of its own: every tensor the rule makes is disposed when the
+    /// call returns, except the returned ones (and what it keeps with <see cref="ExplanationRecorder.Keep"/> or detaches
+    /// from the scope, e.g. a cached derived parameter). A rule may return a tensor it received; the walk never
+    /// disposes the recorded outputs.
+    /// </remarks>
     public abstract Tensor[] Propagate(RuleContext context);
 
     /// <summary>A short description with the rule's parameters, e.g. <c>Epsilon(0.25)</c>.</summary>

@@ -148,9 +148,10 @@ public sealed class CheferTokenMap : TokenMapMethod
         {
             var a = context.Outputs[i];
             var relevance = context.AttentionRelevance.TryGetValue(i, out var r) ? r : torch.zeros_like(a);
-            var cam = (gradient[i] * relevance).clamp(min: 0).mean(new long[] { 1 });
+            using var blockScope = torch.NewDisposeScope();
+            var cam = (gradient[i] * relevance).clamp_(min: 0).mean(new long[] { 1 });
             if (context.Recorder.RecordRoots) context.Recorder.Keep(context.Graph.Nodes[i].Name + "/cam", cam.clone());
-            maps.Add(cam + Identity(a));
+            maps.Add(blockScope.MoveToOuter(cam + Identity(a)));
         }
         return ClassRow(Roll(maps), context.Layout);
     }

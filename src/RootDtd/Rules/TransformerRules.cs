@@ -144,19 +144,42 @@ public sealed class CheferLinearRule : ModifiedGradientRule
     /// <summary>
     /// The same rule with three products instead of four: with W⁺ = (W + |W|)/2, W⁻ = (W − |W|)/2 and likewise for x,
     /// <c>x⁺W⁺ + x⁻W⁻ = (xW + |x||W|)/2</c>, where xW is the recorded output less the bias, and
-    /// <c>x⁺ ⊙ W⁺ᵀs + x⁻ ⊙ W⁻ᵀs = (x ⊙ Wᵀs + |x| ⊙ |W|ᵀs)/2</c>. On a non-negative input (ReLU domain) the generic
-    /// engine's two products are cheaper and are used.
+    /// <c>x⁺ ⊙ W⁺ᵀs + x⁻ ⊙ W⁻ᵀs = x ⊙ (W/2)ᵀs + |x| ⊙ (|W|/2)ᵀs</c>. On a dense unit the second product of the
+    /// denominator accumulates into the halved xW (one GEMM with β = α = ½) and both transposed products are one
+    /// product with the stacked, halved weight <c>[W | |W|]/2</c> (halving is exact in binary floating point). On a
+    /// non-negative input (ReLU domain) the generic engine's two products are cheaper and are used.
     /// </summary>
     public override Tensor[] Propagate(RuleContext context)
     {
         if (context.Domain == InputDomain.Relu) return base.Propagate(context);
         var unit = context.Unit;
         var x = context.Input;
-        var weightAbs = unit.GetParameter("w:abs", () => unit.Weight.abs());
-        var xw = unit.Bias is null ? context.Output : context.Output - BiasView(unit);
         var xAbs = x.abs();
-        var z = unit.Forward(xAbs, weightAbs, null).add_(xw).mul_(0.5);
-        var ratio = Stabilizer.Divide(context.Relevance, z);
+        var weightAbs = unit.GetParameter("w:abs", () => unit.Weight.abs());
+        var output = context.Output;
+        var dense = unit.Kind == LinearUnitKind.Dense && x.dim() >= 2 && output.is_contiguous();
+        Tensor z;
+        if (dense)
+        {
+            // z = ½(xW) + ½(|x||W|ᵀ): xW is a fresh copy of the recorded output less the bias, the product adds into it
+            z = unit.Bias is null ? output.clone() : output - unit.Bias;
+            z.view(-1, unit.OutputFeatures).addmm_(xAbs.reshape(-1, unit.InputFeatures), weightAbs.t(), beta: 0.5f, alpha: 0.5f);
+        }
+        else
+        {
+            var xw = unit.Bias is null ? output : output - BiasView(unit);
+            z = unit.Forward(xAbs, weightAbs, null).add_(xw).mul_(0.5);
+        }
+        // Chefer's safe_divide, R / (z + 1e-9) and 0 where z = 0, with z (a temporary of this rule) shifted in place
+        var zero = z.eq(0);
+        var ratio = context.Relevance.div(z.add_(Stabilizer.Epsilon)).masked_fill_(zero, 0);
+        if (dense)
+        {
+            var inputs = unit.InputFeatures;
+            var halves = unit.GetParameter("w:chefer-halves", () => torch.cat(new[] { unit.Weight, weightAbs }, 1).mul_(0.5));
+            var both = ratio.matmul(halves);
+            return new[] { both.narrow(-1, 0, inputs).mul(x).addcmul_(both.narrow(-1, inputs, inputs), xAbs, 1) };
+        }
         var result = unit.Transpose(ratio, unit.Weight, x.shape).mul_(x);
         result.add_(unit.Transpose(ratio, weightAbs, x.shape).mul_(xAbs));
         return new[] { result.mul_(0.5) };

@@ -109,6 +109,67 @@ public class TransformerCoreTests
         TestNets.RelativeDifference(result[1], expected).Should().BeLessThan(1e-14);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void RearrangementTransposesEqualAutogradExactly(bool float32)
+    {
+        // patch_embed, q, k, v and merge_heads carry a closed-form transpose that the Gradient rule uses instead of
+        // autograd: it must give autograd's values bit for bit (a rearrangement only moves values)
+        using var _ = torch.NewDisposeScope();
+        using var vit = TestNets.SmallVit(biasFree: false);
+        if (float32) vit.to(torch.float32);
+        var dtype = float32 ? torch.float32 : float64;
+        torch.manual_seed(12);
+        var x = torch.rand(2, 3, 16, 16, dtype: dtype) * 2 - 1;
+        using var explainer = new Explainer(vit, TransformerComposites.Chefer());
+        var graph = explainer.Graph;
+        Tensor[] outputs;
+        using (torch.no_grad()) outputs = graph.Forward(x);
+        var checkedNodes = 0;
+        foreach (var node in graph.Nodes.OfType<OperationNode>().Where(n => n.VectorJacobianProduct is not null))
+        {
+            var input = outputs[node.Inputs[0]];
+            var g = torch.randn_like(outputs[node.Index]);
+            var closedForm = node.VectorJacobianProduct!(g, input);
+            var leaf = input.detach().requires_grad_(true);
+            Tensor z;
+            using (torch.enable_grad()) z = node.Forward(new[] { leaf });
+            var autograd = torch.autograd.grad(new[] { z }, new[] { leaf }, new[] { g })[0];
+            closedForm.shape.Should().Equal(input.shape, node.Name);
+            (closedForm - autograd).abs().max().to(float64).item<double>().Should().Be(0, $"{node.Name}: the closed-form transpose equals autograd's exactly");
+            checkedNodes++;
+        }
+        // the patch rearrangement, and q, k, v and the merge of both blocks
+        checkedNodes.Should().Be(1 + 2 * 4);
+    }
+
+    [Fact]
+    public void CheferLinearRuleOnTokensEqualsAlpha1Beta0WithoutBias()
+    {
+        // the fused dense path (one GEMM into the halved output, one GEMM with the stacked halved weights) against the
+        // textbook α1β0 without bias: s = R / sd(x⁺W⁺ᵀ + x⁻W⁻ᵀ), R(x) = x⁺ ⊙ W⁺ᵀs + x⁻ ⊙ W⁻ᵀs, sd = safe_divide
+        using var _ = torch.NewDisposeScope();
+        torch.manual_seed(13);
+        var w = torch.randn(6, 4, dtype: float64);
+        var b = torch.randn(6, dtype: float64);
+        var node = new LinearUnitNode("fc", LinearUnit.Dense(w, b), 0);
+        var x = torch.randn(2, 3, 4, dtype: float64);
+        x[1, 2] = torch.zeros(4, dtype: float64);            // a token of zeros: z = 0 there, its relevance is dropped (no NaN)
+        var relevance = torch.randn(2, 3, 6, dtype: float64);
+        var actual = TestNets.Propagate(CheferLinearRule.Instance, node, new[] { x }, relevance);
+        var wp = w.clamp(min: 0);
+        var wn = w.clamp(max: 0);
+        var xp = x.clamp(min: 0);
+        var xn = x.clamp(max: 0);
+        var z = xp.matmul(wp.t()) + xn.matmul(wn.t());
+        var s = (relevance / (z + 1e-9)).masked_fill(z.eq(0), 0);
+        var expected = (xp * s.matmul(wp) + xn * s.matmul(wn)).contiguous().data<double>().ToArray();
+        actual.Should().Equal(expected, (p, q) => Math.Abs(p - q) <= 1e-12 * Math.Max(1, Math.Abs(q)));
+        actual.Skip(5 * 4).Should().OnlyContain(v => v == 0, "the zero token receives nothing");
+        actual.Should().OnlyContain(v => double.IsFinite(v));
+    }
+
     [Fact]
     public void BiasFreeVitWithEpsilonZeroConservesTheLogitAtEveryBlockInput()
     {

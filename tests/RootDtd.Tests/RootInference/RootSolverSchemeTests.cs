@@ -88,6 +88,26 @@ public class RootSolverSchemeTests
         (result.Contribution - fs).abs().max().item<double>().Should().BeLessThan(1e-12 * fs.abs().max().item<double>());
     }
 
+    [Theory]
+    [InlineData(6, 16)]
+    [InlineData(8, 8)]
+    public void InFloat32TheSchemesAreAsCloseToFloat64AsTheReference(int inputs, int outputs)
+    {
+        // the new schemes must not add float32 error: F at the candidate is still evaluated afresh, and the Gram form's
+        // gradient has the same rounding scale (ε·|J|ᵀF) as the output-space one
+        using var scope = torch.NewDisposeScope();
+        var (unit, x, r) = DenseProblem(inputs, outputs, seed: 23, signedRelevance: false);
+        using var _ = unit;
+        using var unit32 = LinearUnit.Dense(unit.Weight.to(float32), unit.Bias!.to(float32));
+        var options = new RootInferenceOptions { Steps = 20 };
+        var exact = RootInferenceSolver.Solve(unit, x, r, InputDomain.Free, null, null, options, false, SolverPath.Reference).InputRelevance;
+        var fast = RootInferenceSolver.Solve(unit32, x.to(float32), r.to(float32), InputDomain.Free, null, null, options, false, SolverPath.Fastest).InputRelevance;
+        var reference = RootInferenceSolver.Solve(unit32, x.to(float32), r.to(float32), InputDomain.Free, null, null, options, false, SolverPath.Reference).InputRelevance;
+        var fastError = Relative(fast.to(float64), exact);
+        var referenceError = Relative(reference.to(float64), exact);
+        fastError.Should().BeLessThan(10 * referenceError + 1e-6, $"reference scheme's float32 error {referenceError:e2}");
+    }
+
     private static void AssertSame(RootInferenceResult fast, RootInferenceResult reference)
     {
         (fast.AcceptedSteps - reference.AcceptedSteps).abs().max().item<double>().Should().Be(0);

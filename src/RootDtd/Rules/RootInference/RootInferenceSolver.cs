@@ -112,7 +112,7 @@ public static class RootInferenceSolver
         // where a sign flipped (see ContributionMap.FlipChange); where the layer is at least twice as wide as its input
         // (fc1), the whole step runs in the stacked input space with the Gram matrix [W⁺|W⁻]ᵀ[W⁺|W⁻] (SolveGram).
         var linearChange = path != SolverPath.Reference && lo is null && hi is null && map.IsStacked;
-        if (linearChange && map.GramIsCheaper(x.shape))
+        if (linearChange && options.Steps > 0 && map.GramIsCheaper(x.shape))
             return SolveGram(map, x, r, options, traceLoss, inShape, outShape, negligible);
 
         var t = x.clone();

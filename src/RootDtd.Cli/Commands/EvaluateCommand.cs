@@ -46,11 +46,16 @@ public sealed class EvaluateCommand : ICliCommand
         var shard = new Option<string?>("--shard") { Description = "Evaluate only shard i of n (0-based, e.g. 0/4): whole batches, split by sample index, the same on every machine. Writes a state file; 'rootdtd merge' makes the report.", HelpName = "i/n" };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from the state file in --out (finished batches are kept; the state is written after every batch)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:K (one process per GPU).", DefaultValueFactory = _ => "cpu", HelpName = "device" };
+        var randomLabels = new Option<string?>("--random-label-weights")
+        {
+            Description = "Sanity checks' data randomisation: weights of the same architecture trained on permuted labels (rootdtd train --permuted-labels SEED), or 'none'. Default: models/<model>-random-labels.safetensors when it exists and --weights is not given.",
+            HelpName = "file|none",
+        };
         var normalization = new Option<string>("--normalization") { Description = "With --data: imagenet, half or identity (resnet18-imagenet-cntk always uses its mean image).", DefaultValueFactory = _ => "imagenet", HelpName = "name" };
         var command = new Command("evaluate", "Benchmark explanation methods on the synthetic data with exact masks, or on any image folder and model: perturbation, localisation, relevance-guided PGD, f(N) and linear-region checks, sanity checks; writes a Markdown report with plots.")
         {
             model, weights, methods, protocols, samples, seed, batch, pgdSamples, sanitySamples, sanityGroups, ablations, gallery, output, modelsDir, threads,
-            data, masks, arch, labelsFile, classes, size, normalization, ablationSamples, shard, resume, device,
+            data, masks, arch, labelsFile, classes, size, normalization, ablationSamples, shard, resume, device, randomLabels,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -68,6 +73,11 @@ public sealed class EvaluateCommand : ICliCommand
             var deviceText = DeviceOption.Resolve(parse.GetValue(device) ?? "cpu");
             if (parse.GetValue(threads) is > 0 and var n) torch.set_num_threads(n);
             var run = new RunPlacement(shardValue, parse.GetValue(resume), deviceText);
+            var randomLabelText = parse.GetValue(randomLabels)?.Trim();
+            if (randomLabelText is { Length: 0 }) throw new UsageException("--random-label-weights needs a .safetensors file or 'none'.");
+            var noRandomLabels = string.Equals(randomLabelText, "none", StringComparison.OrdinalIgnoreCase);
+            if (dataDir is not null && randomLabelText is not null)
+                throw new UsageException("--random-label-weights applies to the synthetic nets (--model); a folder evaluation (--data) has no random-label model.");
             if (dataDir is not null)
             {
                 return FolderEvaluation.Run(environment, new FolderEvaluationSettings(
@@ -89,9 +99,13 @@ public sealed class EvaluateCommand : ICliCommand
             if (weightsPath is not null && !File.Exists(weightsPath)) throw new UsageException($"The weights file '{weightsPath}' does not exist.");
             var modelsFolder = parse.GetValue(modelsDir);
             if (modelsFolder is not null && !Directory.Exists(modelsFolder)) throw new UsageException($"The --models-dir folder '{modelsFolder}' does not exist.");
+            if (randomLabelText is not null && !noRandomLabels && !File.Exists(randomLabelText))
+                throw new UsageException($"The --random-label-weights file '{randomLabelText}' does not exist.");
             CommandAction.RequireWritableFolder(parse.GetValue(output)!);
             var settings = new SyntheticBenchmarkSettings
             {
+                RandomLabelWeightsPath = noRandomLabels ? null : randomLabelText,
+                NoRandomLabelModel = noRandomLabels,
                 Architecture = architecture,
                 WeightsPath = weightsPath,
                 ModelsDirectory = modelsFolder,

@@ -10,7 +10,8 @@ namespace RootDtd.Cli.Commands;
 
 /// <summary>
 /// <c>rootdtd train --model resnet|vgg|vit --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E]</c>:
-/// trains a synthetic-benchmark classifier on the CPU and writes the weights plus a JSON sidecar.
+/// trains a synthetic-benchmark classifier on the CPU and writes the weights plus a JSON sidecar; with
+/// <c>--permuted-labels SEED</c> on randomly permuted training labels (the sanity checks' data-randomisation model).
 /// <c>rootdtd train --backbone resnet18-imagenet-cntk --data FOLDER --out W.safetensors</c> trains a linear head on the
 /// frozen backbone (held-out split, accuracy); <c>--head prototypes:FOLDER</c> builds a prototype head instead. Both
 /// write the full model's weights, a labels file and a JSON report.
@@ -35,10 +36,15 @@ public sealed class TrainCommand : ICliCommand
         var target = new Option<double>("--target") { Description = "Stop when the validation accuracy reaches this value.", DefaultValueFactory = _ => 0.95, HelpName = "accuracy" };
         var timeLimit = new Option<double?>("--time-limit") { Description = "Start no new epoch after this many seconds of training (the sidecar records the stop).", HelpName = "seconds" };
         var init = new Option<string?>("--init") { Description = "Start from these weights (same architecture) instead of a random initialisation: a second stage with its own schedule; its sidecar is kept in the new one.", HelpName = "file" };
+        var permutedLabels = new Option<int?>("--permuted-labels")
+        {
+            Description = "Train on randomly permuted training labels, shuffled once with this seed (the data-randomisation model of the sanity checks, Adebayo et al. 2018; validation and test labels stay true). ResNet and VGG only.",
+            HelpName = "seed",
+        };
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
         var command = new Command("train", "Train a small ResNet, VGG or ViT on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
         {
-            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, init, threads,
+            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, init, permutedLabels, threads,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -46,10 +52,13 @@ public sealed class TrainCommand : ICliCommand
             if (parse.GetValue(backbone) is { } backboneName)
             {
                 if (parse.GetValue(arch) is not null) throw new UsageException("Give --arch (a synthetic net) or --backbone (a head on a frozen backbone), not both.");
+                if (parse.GetValue(permutedLabels) is not null) throw new UsageException("--permuted-labels trains a synthetic net (--model resnet|vgg) on permuted labels; it does not apply to --backbone heads.");
                 return TrainHead(environment, backboneName, parse.GetValue(data), parse.GetValue(head), parse.GetValue(output)!,
                     new LinearProbeOptions { HoldoutFraction = parse.GetValue(holdout), Steps = parse.GetValue(steps), Seed = parse.GetValue(seed) });
             }
             if (parse.GetValue(data) is not null || parse.GetValue(head) is not null) throw new UsageException("--data and --head need --backbone.");
+            var labelSeed = parse.GetValue(permutedLabels);
+            if (labelSeed is < 0) throw new UsageException($"--permuted-labels must be a seed ≥ 0, was {labelSeed}.");
             SyntheticArchitecture architecture;
             try
             {
@@ -60,8 +69,11 @@ public sealed class TrainCommand : ICliCommand
                 throw new UsageException(e.Message);
             }
 
+            if (labelSeed is not null && architecture == SyntheticArchitecture.Vit)
+                throw new UsageException("--permuted-labels works with --model resnet or vgg: the ViT recipe trains on fresh images every epoch, and a net can memorise permuted labels only of images it sees again.");
             var options = TrainingOptions.For(architecture) with
             {
+                PermutedLabelSeed = labelSeed,
                 TrainImages = parse.GetValue(images),
                 ImageSize = parse.GetValue(size),
                 Seed = parse.GetValue(seed),

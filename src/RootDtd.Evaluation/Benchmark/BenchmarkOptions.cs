@@ -80,6 +80,12 @@ public sealed record BenchmarkOptions
     /// <summary>A model of the same architecture trained on randomly permuted labels, for the data-randomisation test (null = not run).</summary>
     public TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>? RandomLabelModel { get; init; }
 
+    /// <summary>
+    /// What <see cref="RandomLabelModel"/> is (file, label seed, training and test accuracy), shown under the sanity
+    /// table; <see langword="null"/> when no description is known.
+    /// </summary>
+    public string? RandomLabelModelDescription { get; init; }
+
     /// <summary>Seed of the random reference maps. Default 0.</summary>
     public int RandomSeed { get; init; }
 

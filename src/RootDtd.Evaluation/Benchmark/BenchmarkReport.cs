@@ -155,7 +155,7 @@ public static class BenchmarkReport
     /// <summary>Columns of <see cref="SanityTable"/>.</summary>
     public static IReadOnlyList<string> SanityColumns { get; } = new[]
     {
-        "Spearman, all layers ↓", "SSIM, all layers ↓", "top-k ∩, all layers ↓", "Spearman, top group only ↓", "lowest Spearman, one group", "Spearman, labels randomised ↓",
+        "Spearman, all layers ↓", "SSIM, all layers ↓", "top-k ∩, all layers ↓", "Spearman, top group only ↓", "lowest Spearman, one group", "Spearman, labels randomised ↓", "SSIM, labels randomised ↓",
     };
 
     /// <summary>
@@ -188,7 +188,11 @@ public static class BenchmarkReport
             if (s.Steps.FirstOrDefault(x => x.Mode == RandomisationMode.Cascading) is { } top) values[SanityColumns[3]] = top.Similarity.Spearman;
             var independent = s.Steps.Where(x => x.Mode == RandomisationMode.Independent).ToList();
             if (independent.Count > 0) values[SanityColumns[4]] = independent.Min(x => x.Similarity.Spearman);
-            if (s.LabelRandomisation is { } labels) values[SanityColumns[5]] = labels.Similarity.Spearman;
+            if (s.LabelRandomisation is { } labels)
+            {
+                values[SanityColumns[5]] = labels.Similarity.Spearman;
+                values[SanityColumns[6]] = labels.Similarity.Ssim;
+            }
             t.AddRow(RowLabel(r) + (s.IsInsensitive(o.Sanity.InsensitiveSpearman) ? " ⚑" : ""), Shown(r, values));
         }
         return t;
@@ -318,7 +322,10 @@ public static class BenchmarkReport
             sb.Append(SanityTable(result).ToMarkdown(3)).Append('\n');
             sb.Append(SanityChecks.InsensitivityNote(result.Methods.Where(m => m.Sanity is not null).Select(m => m.Sanity!), o.Sanity.InsensitiveSpearman))
               .Append(" Flagged rows carry ⚑. Re-drawn: each conv/linear unit's weight and bias ~ N(0, s²), s = that tensor's trained standard deviation; BatchNorm as trained.")
-              .Append(o.RandomLabelModel is null ? " The label-randomisation column is empty: no random-label model was given.\n\n" : "\n\n");
+              .Append(o.RandomLabelModel is null
+                  ? " The label-randomisation columns are empty: no random-label model was given.\n\n"
+                  : " Labels randomised: the maps of a model of the same architecture trained on randomly permuted training labels" +
+                    (o.RandomLabelModelDescription is null ? "" : " (" + o.RandomLabelModelDescription + ")") + ", same images and explained classes.\n\n");
             if (sanityPng is not null) sb.Append("![sanity checks](").Append(sanityPng).Append(")\n\n");
         }
 

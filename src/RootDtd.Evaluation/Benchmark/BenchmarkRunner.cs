@@ -142,11 +142,19 @@ public sealed class BenchmarkRunner
     }
 
     /// <summary>What must agree between the shards of one evaluation (and between a run and the state it resumes).</summary>
-    private string Fingerprint(int totalSamples) => string.Create(CultureInfo.InvariantCulture,
-        $"model={_options.ModelName}; data={_options.DataDescription}; samples={totalSamples}; methods={string.Join(",", _options.Methods.Select(m => m.Label + "=" + m.Spec))}; " +
-        $"ablations={string.Join(",", _options.Ablations.Select(a => a.Label))}; protocols={_options.Protocols}; batch={_options.BatchSize}; pgd={_options.PgdSamples}; " +
-        $"ablation-samples={_options.AblationSamples}; gallery={_options.GallerySamples}; seed={_options.RandomSeed}; schedules={string.Join(",", _options.Perturbation.Schedules.Select(x => x.Name))}; " +
-        $"pgd-options={_options.Pgd.Epsilon:R}/{_options.Pgd.StepSize}/{_options.Pgd.MaxIterations}/{_options.Pgd.TopK}/{_options.Pgd.RecomputeHeatmap}");
+    private string Fingerprint(int totalSamples)
+    {
+        var text = string.Create(CultureInfo.InvariantCulture,
+            $"model={_options.ModelName}; data={_options.DataDescription}; samples={totalSamples}; methods={string.Join(",", _options.Methods.Select(m => m.Label + "=" + m.Spec))}; " +
+            $"ablations={string.Join(",", _options.Ablations.Select(a => a.Label))}; protocols={_options.Protocols}; batch={_options.BatchSize}; pgd={_options.PgdSamples}; " +
+            $"ablation-samples={_options.AblationSamples}; gallery={_options.GallerySamples}; seed={_options.RandomSeed}; schedules={string.Join(",", _options.Perturbation.Schedules.Select(x => x.Name))}; " +
+            $"pgd-options={_options.Pgd.Epsilon:R}/{_options.Pgd.StepSize}/{_options.Pgd.MaxIterations}/{_options.Pgd.TopK}/{_options.Pgd.RecomputeHeatmap}");
+        // the state keeps the sanity results, so a run with another random-label model must not resume it (the part is
+        // absent without one, so that states written before it existed still resume)
+        if (_options.RandomLabelModel is not null && _options.Protocols.HasFlag(BenchmarkProtocols.Sanity))
+            text += "; random-label-model=" + (_options.RandomLabelModelDescription ?? "given");
+        return text;
+    }
 
     private static MethodState StateOf(List<MethodState> list, BenchmarkMethod method, bool isAblation)
     {

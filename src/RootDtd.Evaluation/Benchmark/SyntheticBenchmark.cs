@@ -47,6 +47,17 @@ public sealed record SyntheticBenchmarkSettings
     /// report is written, so only an interrupted run leaves it.
     /// </summary>
     public bool Resume { get; init; }
+
+    /// <summary>
+    /// Weights of the same architecture trained on randomly permuted labels for the sanity checks' data randomisation,
+    /// or <see langword="null"/> for the default: with the committed weights (<see cref="WeightsPath"/> null) the committed
+    /// random-label twin (<see cref="SyntheticModels.RandomLabelWeightsPath"/>) when it exists, else none. Only loaded when the
+    /// sanity protocol runs. See <see cref="NoRandomLabelModel"/>.
+    /// </summary>
+    public string? RandomLabelWeightsPath { get; init; }
+
+    /// <summary>Run no data-randomisation test, even when a committed random-label model exists. Default false.</summary>
+    public bool NoRandomLabelModel { get; init; }
 }
 
 /// <summary>Runs the benchmark on a trained synthetic model and a freshly generated, seeded test split, and writes the report.</summary>
@@ -80,10 +91,17 @@ public static class SyntheticBenchmark
         using var model = settings.WeightsPath is null
             ? SyntheticModels.Load(settings.Architecture, settings.ModelsDirectory)
             : SyntheticModels.LoadFile(settings.Architecture, settings.WeightsPath);
+        var randomLabelPath = RandomLabelWeights(settings);
+        using var randomLabelModel = randomLabelPath is null ? null : SyntheticModels.LoadFile(settings.Architecture, randomLabelPath);
+        if (randomLabelPath is not null) log?.WriteLine($"label randomisation: {randomLabelPath}");
         var clock = Stopwatch.StartNew();
         var (cpuImages, cpuMasks, cpuLabels) = SyntheticModels.GenerateSplit(settings.DataSeed, shard.Length, start: shard.Start);
         var device = torch.device(settings.Device);
-        if (device.type != DeviceType.CPU) model.to(device);
+        if (device.type != DeviceType.CPU)
+        {
+            model.to(device);
+            randomLabelModel?.to(device);
+        }
         using var images = device.type == DeviceType.CPU ? cpuImages : cpuImages.to(device);
         using var masks = device.type == DeviceType.CPU ? cpuMasks : cpuMasks.to(device);
         using var labels = device.type == DeviceType.CPU ? cpuLabels : cpuLabels.to(device);
@@ -94,6 +112,8 @@ public static class SyntheticBenchmark
             var options = settings.Options with
             {
                 ModelName = name,
+                RandomLabelModel = randomLabelModel ?? settings.Options.RandomLabelModel,
+                RandomLabelModelDescription = randomLabelPath is null ? settings.Options.RandomLabelModelDescription : SyntheticModels.DescribeRandomLabelModel(randomLabelPath),
                 Normalization = SyntheticModels.Normalization,
                 DataDescription = string.Create(CultureInfo.InvariantCulture,
                     $"{SyntheticModels.DataDescription}; {SyntheticModels.ImageSize}×{SyntheticModels.ImageSize}; seed {settings.DataSeed}, images 0…{settings.Samples - 1} (a stream not used in training)"),
@@ -103,6 +123,25 @@ public static class SyntheticBenchmark
             return ShardedBenchmark.Run(runner, options, images, masks, labels, shard, statePath, resume, settings.OutputDirectory, prefix, log,
                 removeStateWhenComplete: settings.Shard.Count == 1 && !settings.Resume, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// The random-label weights a run uses (see <see cref="SyntheticBenchmarkSettings.RandomLabelWeightsPath"/>): none
+    /// without the sanity protocol or with <see cref="SyntheticBenchmarkSettings.NoRandomLabelModel"/>; the given file
+    /// (which must exist); else, for the committed weights, the committed twin if it exists.
+    /// </summary>
+    /// <param name="settings">Settings.</param>
+    /// <returns>The path, or <see langword="null"/>.</returns>
+    /// <exception cref="FileNotFoundException">The given file does not exist.</exception>
+    public static string? RandomLabelWeights(SyntheticBenchmarkSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        if (settings.NoRandomLabelModel || !settings.Options.Protocols.HasFlag(BenchmarkProtocols.Sanity)) return null;
+        if (settings.RandomLabelWeightsPath is { } given)
+            return File.Exists(given) ? given : throw new FileNotFoundException($"The random-label weights '{given}' do not exist.", given);
+        if (settings.WeightsPath is not null) return null;
+        var twin = SyntheticModels.RandomLabelWeightsPath(settings.Architecture, settings.ModelsDirectory);
+        return File.Exists(twin) ? twin : null;
     }
 
     /// <summary>Parses a comma-separated protocol list: perturbation, localisation (localization), pgd, root-checks, sanity, all.</summary>

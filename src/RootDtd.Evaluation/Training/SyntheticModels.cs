@@ -139,6 +139,12 @@ public static class SyntheticModels
     };
 
     /// <summary>
+    /// Suffix of the name (and file stem) of a model trained on randomly permuted labels, e.g.
+    /// <c>synthetic-resnet-random-labels.safetensors</c>: the data-randomisation model of the sanity checks.
+    /// </summary>
+    public const string RandomLabelSuffix = "-random-labels";
+
+    /// <summary>
     /// Finds the repository's <c>models/</c> folder: <see cref="ModelsDirectoryVariable"/> if set, else the first
     /// <c>models</c> folder containing a <c>synthetic-*.safetensors</c> file found walking up from the current directory
     /// and from the application's base directory.
@@ -178,6 +184,44 @@ public static class SyntheticModels
         foreach (var candidate in CandidateFolders())
             if (File.Exists(Path.Combine(candidate, file))) return Path.Combine(candidate, file);
         return Path.Combine(FindModelsDirectory(), file); // a folder without this model: the caller reports the missing file
+    }
+
+    /// <summary>
+    /// Path of the random-label twin of the committed weights of <paramref name="architecture"/>:
+    /// <c>&lt;name&gt;-random-labels.safetensors</c> in the folder of <see cref="WeightsPath"/> (the model of the same
+    /// architecture trained on permuted labels, for the sanity checks' data randomisation). The file may not exist.
+    /// </summary>
+    /// <param name="architecture">Architecture.</param>
+    /// <param name="modelsDirectory">The <c>models/</c> folder, or <see langword="null"/> to search for it.</param>
+    /// <returns>The <c>.safetensors</c> path.</returns>
+    public static string RandomLabelWeightsPath(SyntheticArchitecture architecture, string? modelsDirectory = null) =>
+        Path.Combine(Path.GetDirectoryName(WeightsPath(architecture, modelsDirectory))!, NameOf(architecture) + RandomLabelSuffix + ".safetensors");
+
+    /// <summary>
+    /// One line on a random-label model for reports: its file name and, from its JSON sidecar when present, the label
+    /// seed, epochs, training accuracy (on the permuted labels) and test accuracy (on the true labels).
+    /// </summary>
+    /// <param name="weightsPath">The <c>.safetensors</c> file.</param>
+    /// <returns>Text.</returns>
+    public static string DescribeRandomLabelModel(string weightsPath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(weightsPath);
+        var text = $"`{Path.GetFileName(weightsPath)}`";
+        var sidecar = Path.ChangeExtension(weightsPath, ".json");
+        if (!File.Exists(sidecar)) return text;
+        TrainingReport? report;
+        try
+        {
+            report = JsonSerializer.Deserialize<TrainingReport>(File.ReadAllText(sidecar));
+        }
+        catch (JsonException)
+        {
+            return text + " (its sidecar could not be read)";
+        }
+        if (report is null) return text;
+        var train = report.TrainAccuracy ?? (report.History.Count > 0 ? report.History[^1].TrainAccuracy : double.NaN);
+        return text + string.Create(CultureInfo.InvariantCulture,
+            $": {(report.PermutedLabelSeed is { } seed ? $"training labels permuted with seed {seed}" : "NOT marked as trained on permuted labels in its sidecar")}, {report.Epochs} epochs, training accuracy {train:P1} on its training labels, test accuracy {report.TestAccuracy:P1} on true labels");
     }
 
     /// <summary>Every existing <c>models/</c> folder walking up from the current directory, then from the application's base directory.</summary>

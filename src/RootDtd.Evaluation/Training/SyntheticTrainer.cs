@@ -257,6 +257,19 @@ public sealed record TrainingReport
     /// <summary>The sidecar of the initial weights (the earlier stage), when it was present.</summary>
     public TrainingReport? InitializedFrom { get; init; }
 
+    /// <summary>
+    /// The seed of the training-label permutation (<see cref="TrainingOptions.PermutedLabelSeed"/>) when the model was
+    /// trained on randomly permuted labels (the data-randomisation model of the sanity checks); <see langword="null"/> for
+    /// a model trained on the true labels.
+    /// </summary>
+    public int? PermutedLabelSeed { get; init; }
+
+    /// <summary>
+    /// Final training accuracy (train mode, augmented batches, the running value of the last epoch); for a
+    /// label-permuted model, how far it fitted the permuted labels. <see langword="null"/> when no epoch completed.
+    /// </summary>
+    public double? TrainAccuracy { get; init; }
+
     /// <summary>Writes the report as indented JSON.</summary>
     /// <param name="path">File path.</param>
     public void Save(string path) => RootDtd.IO.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -437,7 +450,7 @@ public static class SyntheticTrainer
         var norm = SyntheticModels.Normalization;
         var reportAll = new TrainingReport
         {
-            Name = SyntheticModels.NameOf(options.Architecture),
+            Name = SyntheticModels.NameOf(options.Architecture) + (options.PermutedLabelSeed is null ? "" : SyntheticModels.RandomLabelSuffix),
             Architecture = options.Architecture,
             Constructor = options.Architecture == SyntheticArchitecture.Vit && options.VitShape is { } shape
                 ? SyntheticModels.VitConstructorText(shape)
@@ -460,6 +473,8 @@ public static class SyntheticTrainer
             StopReason = stopReason,
             InitialWeights = options.InitialWeights is null ? null : Path.GetFileName(options.InitialWeights),
             InitializedFrom = initialReport,
+            PermutedLabelSeed = options.PermutedLabelSeed,
+            TrainAccuracy = history.Count == 0 ? null : history[^1].TrainAccuracy,
         };
         if (interrupted) throw new TrainingInterruptedException(new TrainingResult(model, reportAll), cancellationToken);
         return new TrainingResult(model, reportAll);

@@ -280,6 +280,10 @@ public sealed class BenchmarkRunner
         int index, int methodCount, Action save, CancellationToken cancellationToken)
     {
         // a state written before the sanity results were saved (MethodState.Sanity) lacks them: the resumed run computes them once
+        // sanity results stored under other sanity settings (samples, groups, seed …) are not this run's: computed again
+        var sanitySettings = SanitySettings(images);
+        // (a state written before the settings were stored has none: its results are kept, as the fingerprint matched)
+        if (state.Sanity is not null && state.SanitySettings is not null && state.SanitySettings != sanitySettings) state.Sanity = null;
         var sanityMissing = _options.Protocols.HasFlag(BenchmarkProtocols.Sanity) && !isAblation && state.Sanity is null && shard.Count == 1;
         if (state.Complete && (state.Error is not null || !sanityMissing)) return;
         var clock = Stopwatch.StartNew();
@@ -373,6 +377,7 @@ public sealed class BenchmarkRunner
                 using var si = images.narrow(0, 0, sanityCount);
                 using var sl = labels.narrow(0, 0, sanityCount);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, 0, sanityCount));
+                state.SanitySettings = sanitySettings;
                 state.Sanity = SanityChecks.Run(_model, method.Label, method.CreateComposite, new ExplainerOptions { InputLow = low, InputHigh = high }, si, sl,
                     _options.Sanity with { BatchSize = _options.BatchSize }, _options.RandomLabelModel, cancellationToken);
                 _progress?.Report(new BenchmarkProgress(method.Label, "sanity checks", index, methodCount, sanityCount, sanityCount));
@@ -392,6 +397,14 @@ public sealed class BenchmarkRunner
                 $"warning: '{method.Label}' {traits.ConservationText}, but its mean conservation error is {meanConservation:g3} (more than {traits.WarningThreshold:g2}): relevance is absorbed or explodes somewhere; its maps and metrics may mean little."));
         _log?.WriteLine(Summary(MethodResult.FromStates(_options, new[] { state })));
         save();
+    }
+
+    /// <summary>What the sanity results depend on besides the fingerprint: sample count and the sanity options.</summary>
+    private string SanitySettings(Tensor images)
+    {
+        var o = _options.Sanity;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"samples={Math.Min(images.shape[0], _options.SanitySamples)}; groups={o.Groups}; independent={o.Independent}; top={o.TopFraction:R}; seed={o.Seed}");
     }
 
     private static string Summary(MethodResult r)

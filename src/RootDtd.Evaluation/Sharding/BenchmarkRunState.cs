@@ -92,6 +92,10 @@ public sealed class MethodState
     /// </summary>
     public SanityCheckResult? Sanity { get; set; }
 
+    /// <summary>The sanity settings <see cref="Sanity"/> was computed with (sample count, groups, independent, top fraction,
+    /// seed); a resume with other settings computes the checks again. <see langword="null"/> in a state written before it existed.</summary>
+    public string? SanitySettings { get; set; }
+
     /// <summary>Name of the input-layer unit whose root was checked.</summary>
     public string? RootUnit { get; set; }
 

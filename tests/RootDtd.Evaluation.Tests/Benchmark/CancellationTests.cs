@@ -217,6 +217,16 @@ public sealed class CancellationTests : IDisposable
             }
             sanityStages.Should().NotContain(kept.Label, "the finished method's checks come from the state file")
                 .And.Contain(options.Methods[1].Label, "the unfinished method's checks are computed");
+
+            // other sanity settings: the stored results are not this run's, so they are computed again
+            sanityStages.Clear();
+            var fewer = options with { SanitySamples = 1 };
+            using (var model = Model())
+            {
+                var again = BenchmarkResult.FromStates(fewer, new[] { new BenchmarkRunner(model, fewer, progress).RunShard(images, masks, labels, shard, BenchmarkRunState.FromJson(saved!, "checkpoint")) });
+                again.Methods.Should().OnlyContain(m => m.Sanity != null && m.Sanity.Samples == 1);
+            }
+            sanityStages.Should().Contain(kept.Label, "results stored for 2 samples are not reused for 1");
         }
     }
 

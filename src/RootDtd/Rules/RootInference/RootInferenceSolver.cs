@@ -143,8 +143,7 @@ public static class RootInferenceSolver
             var jh = map.Apply(h, mask);
             var hh = SquaredNorm(h);
             var jj = SquaredNorm(jh);
-            var positive = jj.gt(0);
-            var alpha = torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
+            var alpha = StepLength(hh, jj);
             var candidate = Project(t.addcmul((scale * alpha).view(inShape), h, -1), lo, hi);
             var candidateMask = map.Mask(candidate);
             // Acceptance on the change of the loss, ΔL = L(T') − L(T) = ‖ΔF‖² + 2⟨ΔF, F(T) − R⟩, with ΔF = F(T') − F(T)
@@ -171,20 +170,10 @@ public static class RootInferenceSolver
             var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
             var nextMask = mask is null ? null : Select(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
             var nextF = Select(acceptIn.view(outShape), candidateF, f).MoveToOuterDisposeScope();
-            var nextLoss = torch.where(accept, candidateLoss, loss).MoveToOuterDisposeScope();
-            var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
-            var nextAccepted = (accepted + accept.to(x.dtype)).MoveToOuterDisposeScope();
             Replace(ref t, nextT);
             ReplaceMask(ref mask, nextMask);
             Replace(ref f, nextF);
-            if (trace is null) Replace(ref loss, nextLoss);
-            else
-            {
-                loss = nextLoss;
-                trace.Add(loss);
-            }
-            Replace(ref scale, nextScale);
-            Replace(ref accepted, nextAccepted);
+            Advance(accept, candidateLoss, ref loss, ref scale, ref accepted, trace);
         }
 
         return Finish(map, x, r, t, mask, f, initialLoss, loss, accepted, trace, options);
@@ -228,8 +217,7 @@ public static class RootInferenceSolver
             var guh = map.Gram(uh);
             var hh = SquaredNorm(h);
             var jj = Dot(uh, guh);
-            var positive = jj.gt(0);
-            var alpha = torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
+            var alpha = StepLength(hh, jj);
             var c = (scale * alpha).view(inShape);
             var candidate = t.addcmul(c, h, -1);
             var candidateMask = map.Mask(candidate)!;
@@ -244,20 +232,10 @@ public static class RootInferenceSolver
             var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
             var nextMask = Select(acceptIn, candidateMask, mask).MoveToOuterDisposeScope();
             var nextGu = Select(acceptIn, candidateGu, gu).MoveToOuterDisposeScope();
-            var nextLoss = torch.where(accept, torch.minimum(loss + deltaLoss, loss), loss).MoveToOuterDisposeScope();
-            var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
-            var nextAccepted = (accepted + accept.to(x.dtype)).MoveToOuterDisposeScope();
             Replace(ref t, nextT);
             Replace(ref mask, nextMask);
             Replace(ref gu, nextGu);
-            if (trace is null) Replace(ref loss, nextLoss);
-            else
-            {
-                loss = nextLoss;
-                trace.Add(loss);
-            }
-            Replace(ref scale, nextScale);
-            Replace(ref accepted, nextAccepted);
+            Advance(accept, torch.minimum(loss + deltaLoss, loss), ref loss, ref scale, ref accepted, trace);
         }
 
         // F at the signal afresh (the redistribution and the reported loss use it, not the recursion)
@@ -306,6 +284,33 @@ public static class RootInferenceSolver
         otherwise.dtype == ScalarType.Bool
             ? torch.where(accepted.to(ScalarType.Bool), whenAccepted, otherwise)
             : otherwise.lerp(whenAccepted, accepted);
+
+    /// <summary>The spec's step length ‖h‖²/‖Jh‖² per sample (0 where ‖Jh‖² = 0), shared by both schemes.</summary>
+    private static Tensor StepLength(Tensor hh, Tensor jj)
+    {
+        var positive = jj.gt(0);
+        return torch.where(positive, hh / torch.where(positive, jj, torch.ones_like(jj)), torch.zeros_like(jj));
+    }
+
+    /// <summary>
+    /// The end of one step, shared by both schemes (call inside the step's dispose scope): per sample, the loss becomes
+    /// <paramref name="acceptedLoss"/> where the step was accepted, the step scale halves where it was not, and the count
+    /// of accepted steps grows. With a trace, the trace owns each loss (the previous one is kept, not disposed).
+    /// </summary>
+    private static void Advance(Tensor accept, Tensor acceptedLoss, ref Tensor loss, ref Tensor scale, ref Tensor accepted, List<Tensor>? trace)
+    {
+        var nextLoss = torch.where(accept, acceptedLoss, loss).MoveToOuterDisposeScope();
+        var nextScale = torch.where(accept, scale, scale * 0.5).MoveToOuterDisposeScope();
+        var nextAccepted = (accepted + accept.to(accepted.dtype)).MoveToOuterDisposeScope();
+        if (trace is null) Replace(ref loss, nextLoss);
+        else
+        {
+            loss = nextLoss;
+            trace.Add(loss);
+        }
+        Replace(ref scale, nextScale);
+        Replace(ref accepted, nextAccepted);
+    }
 
     private static void Replace(ref Tensor current, Tensor next)
     {

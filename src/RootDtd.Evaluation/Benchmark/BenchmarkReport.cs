@@ -322,7 +322,8 @@ public static class BenchmarkReport
             sb.Append(SanityTable(result).ToMarkdown(3)).Append('\n');
             sb.Append(SanityChecks.InsensitivityNote(result.Methods.Where(m => m.Sanity is not null).Select(m => m.Sanity!), o.Sanity.InsensitiveSpearman))
               .Append(" Flagged rows carry ⚑. Re-drawn: each conv/linear unit's weight and bias ~ N(0, s²), s = that tensor's trained standard deviation; BatchNorm as trained.")
-              .Append(o.RandomLabelModel is null
+              // a merged report (rootdtd merge) has no model object, only the shards' results and the stored description
+              .Append(o.RandomLabelModel is null && !result.Methods.Any(m => m.Sanity?.LabelRandomisation is not null)
                   ? " The label-randomisation columns are empty: no random-label model was given.\n\n"
                   : " Labels randomised: the maps of a model of the same architecture trained on randomly permuted training labels" +
                     (o.RandomLabelModelDescription is null ? "" : " (" + o.RandomLabelModelDescription + ")") + ", same images and explained classes.\n\n");

@@ -97,6 +97,7 @@ public sealed class BenchmarkRunner
         var total = Stopwatch.StartNew();
         _model.eval();
         var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = BenchmarkSettings.Of(_options) };
+        state.Settings = BenchmarkSettings.Of(_options);
         var previousSeconds = state.Seconds;
         if (shard.Length > 0)
         {

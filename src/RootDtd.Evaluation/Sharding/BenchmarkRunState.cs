@@ -161,8 +161,12 @@ public sealed class BenchmarkRunState
     /// <summary>The slice.</summary>
     public required BenchmarkShard Shard { get; init; }
 
-    /// <summary>The run's options, as far as the report needs them (so that <c>rootdtd merge</c> needs nothing else).</summary>
-    public required BenchmarkSettings Settings { get; init; }
+    /// <summary>
+    /// The run's options, as far as the report needs them (so that <c>rootdtd merge</c> needs nothing else); a resumed
+    /// run writes its own (the fingerprint holds the rest equal; the sanity settings may differ, and then its sanity
+    /// results are computed again).
+    /// </summary>
+    public required BenchmarkSettings Settings { get; set; }
 
     /// <summary>Image height.</summary>
     public int Height { get; set; }
@@ -321,6 +325,15 @@ public sealed record BenchmarkSettings
     /// <summary>Whether PGD recomputes the heatmap at every step.</summary>
     public bool PgdRecomputeHeatmap { get; init; }
 
+    /// <summary>Samples of the sanity checks (absent in states written before it was stored: the default then).</summary>
+    public int? SanitySamples { get; init; }
+
+    /// <summary>Options of the sanity checks (absent in states written before they were stored: the defaults then).</summary>
+    public SanityCheckOptions? Sanity { get; init; }
+
+    /// <summary>What the random-label model of the sanity checks was (<see cref="BenchmarkOptions.RandomLabelModelDescription"/>), when one was given.</summary>
+    public string? RandomLabelModelDescription { get; init; }
+
     /// <summary>The settings of <paramref name="options"/>.</summary>
     /// <param name="options">Options.</param>
     public static BenchmarkSettings Of(BenchmarkOptions options)
@@ -349,6 +362,9 @@ public sealed record BenchmarkSettings
             PgdMaxIterations = options.Pgd.MaxIterations,
             PgdTopK = options.Pgd.TopK,
             PgdRecomputeHeatmap = options.Pgd.RecomputeHeatmap,
+            SanitySamples = options.SanitySamples,
+            Sanity = options.Sanity,
+            RandomLabelModelDescription = options.RandomLabelModel is null ? null : options.RandomLabelModelDescription,
         };
     }
 
@@ -368,5 +384,8 @@ public sealed record BenchmarkSettings
         Methods = Methods,
         Perturbation = new PixelPerturbationOptions { Orders = Orders, Schedules = Schedules, Baseline = Baseline, CustomBaseline = CustomBaseline },
         Pgd = new PgdOptions { Epsilon = PgdEpsilon, StepSize = PgdStepSize, MaxIterations = PgdMaxIterations, TopK = PgdTopK, RecomputeHeatmap = PgdRecomputeHeatmap },
+        SanitySamples = SanitySamples ?? new BenchmarkOptions().SanitySamples,
+        Sanity = Sanity ?? new SanityCheckOptions(),
+        RandomLabelModelDescription = RandomLabelModelDescription,
     };
 }

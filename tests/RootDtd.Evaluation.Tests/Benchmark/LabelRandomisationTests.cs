@@ -121,6 +121,42 @@ public class LabelRandomisationTests
     }
 
     [Fact]
+    public void AMergedReportStatesTheRunsSanitySettingsAndItsRandomLabelModel()
+    {
+        torch.random.manual_seed(4);
+        using var model = SyntheticModels.Create(SyntheticArchitecture.ResNet);
+        model.eval();
+        torch.random.manual_seed(5);
+        using var other = SyntheticModels.Create(SyntheticArchitecture.ResNet);
+        other.eval();
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 97, count: 3);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            // not the defaults (16 samples, 6 groups, top 10 %), which is what a merge assumed before the state kept them
+            BenchmarkOptions Options(nn.Module<Tensor, Tensor>? twin) => new()
+            {
+                ModelName = "tiny", Methods = new[] { BenchmarkMethod.Of("gradient") }, Protocols = BenchmarkProtocols.Sanity, BatchSize = 3, GallerySamples = 0,
+                SanitySamples = 2, Sanity = new SanityCheckOptions { Groups = 1, Independent = false, TopFraction = 0.25 },
+                RandomLabelModel = twin, RandomLabelModelDescription = twin is null ? null : "twin A",
+            };
+            var shard = RootDtd.Evaluation.Sharding.BenchmarkShard.Whole(3);
+            string Merged(nn.Module<Tensor, Tensor>? twin)
+            {
+                var state = new BenchmarkRunner(model, Options(twin)).RunShard(images, masks, labels, shard);
+                var stored = RootDtd.Evaluation.Sharding.BenchmarkRunState.FromJson(state.ToJson(), "test state");
+                return BenchmarkReport.ToMarkdown(BenchmarkResult.FromStates(new[] { stored }));
+            }
+
+            var withTwin = Merged(other);
+            withTwin.Should().Contain("Sanity checks (Adebayo et al. 2018) on 2 samples: similarity of |map| to the trained model's (Spearman, SSIM, top-25 % intersection); 1 groups of units, top-down");
+            withTwin.Should().Contain("trained on randomly permuted training labels (twin A)").And.NotContain("no random-label model was given");
+            Merged(null).Should().Contain("on 2 samples").And.Contain("no random-label model was given");
+        }
+    }
+
+    [Fact]
     public void TheCommittedTwinIsFoundOnlyForTheCommittedWeightsAndWithTheSanityProtocol()
     {
         var dir = Directory.CreateTempSubdirectory("rootdtd-twin-").FullName;

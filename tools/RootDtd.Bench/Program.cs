@@ -71,7 +71,7 @@ foreach (var modelName in options.Models)
         rows.Add(("forward (no_grad)", forward, ""));
         rows.Add(("forward + input gradient", gradient, ""));
 
-        var breakdowns = new List<(string Method, List<(string Unit, double Ms)> Units)>();
+        var breakdowns = new List<(string Method, List<(string Unit, double Ms, double Accepted)> Units)>();
         foreach (var method in methods)
         {
             var low = isCntk ? meanImage!.neg() : torch.full(new long[] { 1, 3, 1, 1 }, -3f);
@@ -102,7 +102,9 @@ foreach (var modelName in options.Models)
                         new ExplainerOptions { InputLow = low, InputHigh = high, CollectDiagnostics = true });
                     using var d = diagExplainer.Explain(x);
                     if (d.Diagnostics.Count > 0)
-                        breakdowns.Add((method.Name, d.Diagnostics.GroupBy(u => u.Unit).Select(g => (g.Key, g.Sum(u => u.Milliseconds))).OrderByDescending(u => u.Item2).ToList()));
+                        breakdowns.Add((method.Name, d.Diagnostics.GroupBy(u => u.Unit)
+                            .Select(g => (g.Key, g.Sum(u => u.Milliseconds), g.SelectMany(u => u.Values.GetValueOrDefault("accepted_steps", Array.Empty<double>())).DefaultIfEmpty(double.NaN).Average()))
+                            .OrderByDescending(u => u.Item2).ToList()));
                 }
             }
             catch (Exception e) when (e is ExplanationException or ArgumentException or NotSupportedException)
@@ -157,22 +159,22 @@ foreach (var modelName in options.Models)
             var total = units.Sum(u => u.Ms);
             Out($"Per-unit time of {method} (one run with diagnostics; {total:F0} ms in rules over {units.Count} units), top 10:");
             Out();
-            Out("| unit | ms | share |");
-            Out("|---|---:|---:|");
-            foreach (var (unit, ms) in units.Take(10))
-                Out(string.Create(CultureInfo.InvariantCulture, $"| {unit} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} |"));
+            Out("| unit | ms | share | accepted steps (mean over samples) |");
+            Out("|---|---:|---:|---:|");
+            foreach (var (unit, ms, acceptedSteps) in units.Take(10))
+                Out(string.Create(CultureInfo.InvariantCulture, $"| {unit} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} | {acceptedSteps:F1} |"));
             Out();
             // transformers: the same time by kind of unit over all blocks (blocks.{i}.attn.qkv/q → attn.qkv/q)
             var kinds = units.GroupBy(u => System.Text.RegularExpressions.Regex.Replace(u.Unit, @"^(.*\.)?blocks\.\d+\.", ""))
-                .Select(g => (Kind: g.Key, Count: g.Count(), Ms: g.Sum(u => u.Ms))).OrderByDescending(k => k.Ms).ToList();
+                .Select(g => (Kind: g.Key, Count: g.Count(), Ms: g.Sum(u => u.Ms), Accepted: g.Average(u => u.Accepted))).OrderByDescending(k => k.Ms).ToList();
             if (kinds.Count < units.Count)
             {
                 Out($"Per-unit time of {method} by kind of unit (summed over the blocks):");
                 Out();
-                Out("| unit | units | ms | share |");
-                Out("|---|---:|---:|---:|");
-                foreach (var (kind, count, ms) in kinds)
-                    Out(string.Create(CultureInfo.InvariantCulture, $"| {kind} | {count} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} |"));
+                Out("| unit | units | ms | share | accepted steps (mean) |");
+                Out("|---|---:|---:|---:|---:|");
+                foreach (var (kind, count, ms, acceptedSteps) in kinds)
+                    Out(string.Create(CultureInfo.InvariantCulture, $"| {kind} | {count} | {ms:F1} | {ms / Math.Max(total, 1e-9):P0} | {acceptedSteps:F1} |"));
                 Out();
             }
         }

@@ -173,6 +173,7 @@ public sealed class LinearUnit : ILinearMap, IDisposable
                 throw new ExplanationException($"{this}: cannot apply the transposed map to a tensor of shape [{string.Join(", ", outputGrad.shape)}].");
             return outputGrad.matmul(weight);
         }
+        if (IsPatchify(outputGrad, weight, inputShape)) return PatchifyTranspose(outputGrad, weight);
         // output_padding makes conv_transpose return exactly the input size when the stride dropped a border.
         var axes = SpatialAxes;
         var outputPadding = new long[axes];
@@ -184,6 +185,35 @@ public sealed class LinearUnit : ILinearMap, IDisposable
             LinearUnitKind.Convolution3d => F.conv_transpose3d(outputGrad, weight, null, _stride, _padding, outputPadding, _dilation, _groups),
             _ => F.conv_transpose2d(outputGrad, weight, null, _stride, _padding, outputPadding, _dilation, _groups),
         };
+    }
+
+    /// <summary>
+    /// Whether this transpose is that of a patchify convolution (a ViT's patch embedding): 2-D, ungrouped, no padding or
+    /// dilation, stride equal to a kernel larger than 1×1, and an input tiled exactly by the patches. Every input pixel
+    /// then belongs to exactly one patch, so the transpose is one matrix product per patch (<see cref="PatchifyTranspose"/>).
+    /// </summary>
+    private bool IsPatchify(Tensor outputGrad, Tensor weight, long[] inputShape)
+    {
+        if (Kind != LinearUnitKind.Convolution2d || _groups != 1 || outputGrad.dim() != 4 || inputShape.Length != 4) return false;
+        if (weight.shape[2] * weight.shape[3] <= 1) return false;
+        for (var a = 0; a < 2; a++)
+            if (_padding[a] != 0 || _dilation[a] != 1 || _stride[a] != weight.shape[2 + a] || inputShape[2 + a] != outputGrad.shape[2 + a] * _stride[a])
+                return false;
+        return inputShape[0] == outputGrad.shape[0] && inputShape[1] == weight.shape[1] && outputGrad.shape[1] == weight.shape[0];
+    }
+
+    /// <summary>
+    /// The transpose of a patchify convolution as one matrix product: <c>g [B, O, h, w]</c> times the weight as
+    /// <c>[O, C·kh·kw]</c> gives every patch's pixels, put back in place. The same sums as conv_transpose2d (each pixel
+    /// receives one product of length O; no overlapping patches add up), without its column-to-image pass, which on the
+    /// CPU costs several times the product (docs/speed.md).
+    /// </summary>
+    private static Tensor PatchifyTranspose(Tensor outputGrad, Tensor weight)
+    {
+        long b = outputGrad.shape[0], o = outputGrad.shape[1], h = outputGrad.shape[2], w = outputGrad.shape[3];
+        long c = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3];
+        var patches = outputGrad.permute(0, 2, 3, 1).reshape(b * h * w, o).matmul(weight.reshape(o, c * kh * kw));
+        return patches.view(b, h, w, c, kh, kw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h * kh, w * kw);
     }
 
     /// <summary>

@@ -43,6 +43,30 @@ public class TransformerCoreTests
     }
 
     [Fact]
+    public void PatchifyTransposeEqualsConvTranspose()
+    {
+        // a patch embedding (stride = kernel, no padding) takes its transpose as one matrix product; other geometries
+        // keep conv_transpose2d; both give the vector-Jacobian product of the convolution (autograd's, float64)
+        using var _ = torch.NewDisposeScope();
+        torch.manual_seed(41);
+        foreach (var (kernel, stride, padding, size) in new[] { (new long[] { 4, 2 }, new long[] { 4, 2 }, 0L, new long[] { 12, 10 }), (new long[] { 4, 4 }, new long[] { 4, 4 }, 0L, new long[] { 14, 16 }),
+                     (new long[] { 3, 3 }, new long[] { 3, 3 }, 1L, new long[] { 9, 9 }), (new long[] { 1, 1 }, new long[] { 1, 1 }, 0L, new long[] { 5, 6 }) })
+        {
+            var w = torch.randn(new[] { 5L, 3, kernel[0], kernel[1] }, float64);
+            var unit = LinearUnit.Convolution(w, null, stride, new[] { padding, padding }, new long[] { 1, 1 }, 1);
+            var x = torch.randn(new[] { 2L, 3, size[0], size[1] }, float64).requires_grad_(true);
+            var y = unit.Forward(x);
+            var g = torch.randn(y.shape, float64);
+            var expected = torch.autograd.grad(new[] { y }, new[] { x }, new[] { g })[0];
+            var transposed = unit.Transpose(g, x.shape);
+            transposed.shape.Should().Equal(x.shape);
+            ((transposed - expected).abs().max() / expected.abs().max()).item<double>().Should().BeLessThan(1e-14, $"kernel {kernel[0]}×{kernel[1]}, input {size[0]}×{size[1]}");
+            var t32 = unit.Transpose(g.to(float32), w.to(float32), x.shape);
+            ((t32.to(float64) - expected).abs().max() / expected.abs().max()).item<double>().Should().BeLessThan(1e-6);
+        }
+    }
+
+    [Fact]
     public void LinearOnTokensMatchesTheHandValue()
     {
         // W = [[1, 2]], tokens [[1, 1], [1, −2]]: z = [3, −3]; R = [3, 1] → s = [1, −1/3]

@@ -68,6 +68,64 @@ public class RootSolverSchemeTests
         }
     }
 
+    public static IEnumerable<object[]> SingleSampleProblems() => new[]
+    {
+        new object[] { "dense 6→16 (Gram)", 1.0 },
+        new object[] { "dense 6→16 (Gram)", 1.8 },
+        new object[] { "dense 8→8", 1.0 },
+        new object[] { "dense 16→6", 1.0 },
+        new object[] { "dense 16→6", 1.8 },
+        new object[] { "conv Free", 1.0 },
+        new object[] { "conv Relu", 4.0 }, // on the ReLU domain F is linear: here γ = 1.8 and 3 never failed a step
+        new object[] { "conv PixelBox", 1.8 },
+    };
+
+    /// <summary>
+    /// One sample at a time, so that every rejected step is a step no sample of the batch accepts: the faster schemes
+    /// keep that step's direction for the next one and skip F at the rejected candidate (the reference recomputes both).
+    /// Same accepted steps, same relevance; the problems reject steps and accept again after a rejection, so the kept
+    /// direction is used with the halved scale.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SingleSampleProblems))]
+    public void AStepNoSampleAcceptsKeepsItsDirection(string problem, double gamma)
+    {
+        using var scope = torch.NewDisposeScope();
+        LinearUnit unit;
+        Tensor x, r;
+        Tensor? low = null, high = null;
+        var domain = InputDomain.Free;
+        if (problem.StartsWith("dense", StringComparison.Ordinal))
+        {
+            var sizes = problem.Split(' ')[1].Split('→');
+            var (inputs, outputs) = (int.Parse(sizes[0], System.Globalization.CultureInfo.InvariantCulture), int.Parse(sizes[1], System.Globalization.CultureInfo.InvariantCulture));
+            (unit, x, r) = DenseProblem(inputs, outputs, seed: inputs * 7 + outputs, signedRelevance: true);
+        }
+        else
+        {
+            domain = Enum.Parse<InputDomain>(problem.Split(' ')[1]);
+            (unit, x, r, low, high) = RootInferenceSolverTests.RandomConvProblem(domain, seed: 29);
+        }
+        using var _ = unit;
+        const int steps = 30;
+        var options = new RootInferenceOptions { Steps = steps, Gamma = gamma };
+        var reusedThenAccepted = 0;
+        for (var b = 0; b < x.shape[0]; b++)
+        {
+            var xs = x[b..(b + 1)];
+            var rs = r[b..(b + 1)];
+            var ls = low is null ? null : low[b..(b + 1)];
+            var hs = high is null ? null : high[b..(b + 1)];
+            var fast = RootInferenceSolver.Solve(unit, xs, rs, domain, ls, hs, options, true, SolverPath.Fastest);
+            var reference = RootInferenceSolver.Solve(unit, xs, rs, domain, ls, hs, options, true, SolverPath.Reference);
+            AssertSame(fast, reference);
+            var trace = reference.LossTrace!.reshape(-1).data<double>().ToArray();
+            for (var k = 1; k + 1 < trace.Length; k++)
+                if (trace[k] == trace[k - 1] && trace[k + 1] < trace[k]) reusedThenAccepted++;
+        }
+        reusedThenAccepted.Should().BePositive("some step after a rejected one is accepted, which uses the kept direction");
+    }
+
     [Theory]
     [InlineData(6, 16)]
     [InlineData(8, 8)]

@@ -59,7 +59,9 @@ public sealed class RootInferenceResult
 /// input (a ViT's fc1) runs the whole step in its stacked input space with the Gram matrix of [W⁺|W⁻] (about a third of
 /// the multiply-adds); both compute the same iteration in exact arithmetic (docs/speed.md). A step's decisions (acceptance, the sign mask) are taken on quantities accurate relative to their
 /// own size, so that a batch and each sample alone give the same result to ~1e-13 in float64 (docs/reliability.md).
-/// Nothing leaves the device inside the loop.
+/// One number leaves the device per step: how many samples accept it. A step that no sample accepts leaves the state
+/// as it was, so the next step's direction is this one's and F at the rejected candidate is not needed: both are skipped;
+/// when every sample accepts, the candidate becomes the state without a per-sample selection (exactly the same values).
 /// </summary>
 public static class RootInferenceSolver
 {
@@ -123,28 +125,39 @@ public static class RootInferenceSolver
         var scale = torch.full(new[] { batch }, options.Gamma, dtype: x.dtype, device: x.device);
         var accepted = torch.zeros(batch, dtype: x.dtype, device: x.device);
         var trace = traceLoss ? new List<Tensor> { loss.clone() } : null;
+        // A step that no sample accepts leaves T, its mask and F(T) as they were: the next step's direction h, J·h and
+        // line-search step α are this step's (the same values recomputed from the same state), and F at a candidate
+        // nobody takes is not needed. The faster schemes keep them across such a step (one host read per step says
+        // whether any sample accepted) and skip the candidate's F; the reference scheme recomputes everything.
+        var reuse = path != SolverPath.Reference;
+        Direction? direction = null;
 
         for (var k = 0; k < options.Steps; k++)
         {
             using var step = torch.NewDisposeScope();
-            // The spec's gradient is g = 2·Jᵀ(F − r) and its step α·g with α = ‖g‖²/(2‖Jg‖²). With h = Jᵀ(F − r) the
-            // step is (‖h‖²/‖Jh‖²)·h: the factors of 2 cancel exactly (powers of two scale floats without rounding),
-            // which saves one pass over the output per step.
-            var h = map.ApplyTransposed(f - r, mask, x.shape);
-            // Where the sign mask [T ≥ 0] chooses the half of the map, a component of h that is rounding noise must not
-            // move T across 0: at a box edge T = 0 the exact component is often 0 (the map's column is 0 on that side)
-            // and its rounded value (1e-18) would flip the mask, making the Jacobian jump by a whole column of W; a
-            // batch and a single sample, whose layer evaluations round differently, then took different paths.
-            if (map.HasMask)
+            var made = direction is null;
+            if (direction is null)
             {
-                var magnitude = h.abs();
-                h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
+                // The spec's gradient is g = 2·Jᵀ(F − r) and its step α·g with α = ‖g‖²/(2‖Jg‖²). With h = Jᵀ(F − r) the
+                // step is (‖h‖²/‖Jh‖²)·h: the factors of 2 cancel exactly (powers of two scale floats without rounding),
+                // which saves one pass over the output per step.
+                var residual = f - r;
+                var h = map.ApplyTransposed(residual, mask, x.shape);
+                // Where the sign mask [T ≥ 0] chooses the half of the map, a component of h that is rounding noise must not
+                // move T across 0: at a box edge T = 0 the exact component is often 0 (the map's column is 0 on that side)
+                // and its rounded value (1e-18) would flip the mask, making the Jacobian jump by a whole column of W; a
+                // batch and a single sample, whose layer evaluations round differently, then took different paths.
+                if (map.HasMask)
+                {
+                    var magnitude = h.abs();
+                    h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
+                }
+                var jh = map.Apply(h, mask);
+                direction = new Direction(residual, h, jh, StepLength(SquaredNorm(h), SquaredNorm(jh)));
             }
-            var jh = map.Apply(h, mask);
-            var hh = SquaredNorm(h);
-            var jj = SquaredNorm(jh);
-            var alpha = StepLength(hh, jj);
-            var candidate = Project(t.addcmul((scale * alpha).view(inShape), h, -1), lo, hi);
+            var (e, hk, jhk, alpha) = direction;
+            var c = (scale * alpha).view(inShape);
+            var candidate = Project(t.addcmul(c, hk, -1), lo, hi);
             var candidateMask = map.Mask(candidate);
             // Acceptance on the change of the loss, ΔL = L(T') − L(T) = ‖ΔF‖² + 2⟨ΔF, F(T) − R⟩, with ΔF = F(T') − F(T)
             // evaluated from the change of the signal (exact for the piecewise-linear F). Comparing L(T') with L(T)
@@ -154,27 +167,41 @@ public static class RootInferenceSolver
             // its sign is the exact arithmetic's except on true ties. It costs a fourth layer evaluation per step.
             // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R);
             // ΔF and F(T') share the split of the candidate into its halves
-            Tensor deltaF, candidateF;
+            Tensor deltaF;
+            Tensor? candidateHalves = null;
             if (linearChange)
-            {
-                deltaF = jh.mul((scale * alpha).neg().view(outShape)).add_(map.FlipChange(map.Flipped(candidate, candidateMask!, mask!)));
-                candidateF = map.Apply(candidate, candidateMask);
-            }
-            else (deltaF, candidateF) = map.ChangeAndValue(t, mask, candidate, candidateMask);
-            var deltaLoss = Dot(deltaF, deltaF + 2 * (f - r));
+                deltaF = jhk.mul(c.neg().view(outShape)).add_(map.FlipChange(map.Flipped(candidate, candidateMask!, mask!)));
+            else (deltaF, candidateHalves) = map.Change(t, mask, candidate, candidateMask);
+            var deltaLoss = Dot(deltaF, deltaF + 2 * e);
             var accept = deltaLoss.le(0);
-            var acceptIn = accept.to(x.dtype).view(inShape);
+            // how many samples accept (one host read; the reference scheme does not look)
+            var moving = reuse ? accept.sum().item<long>() : -1;
+            if (moving == 0)
+            {
+                // nobody moves: keep the direction for the next step, and F at the candidate is not needed
+                if (made) direction.MoveToOuter();
+                Advance(accept, loss, ref loss, ref scale, ref accepted, trace);
+                continue;
+            }
+            var candidateF = linearChange ? map.Apply(candidate, candidateMask) : map.Value(candidate, candidateMask, candidateHalves);
             // the loss of an accepted candidate, never above the previous one (the two differ by rounding at most there)
             var candidateLoss = torch.minimum(SquaredNorm(candidateF - r), loss);
 
-            var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
-            var nextMask = mask is null ? null : Select(acceptIn, candidateMask!, mask).MoveToOuterDisposeScope();
-            var nextF = Select(acceptIn.view(outShape), candidateF, f).MoveToOuterDisposeScope();
+            // every sample moves: the candidate is the next state as it is (the selection would return exactly it)
+            var all = moving == batch;
+            var acceptIn = all ? null : accept.to(x.dtype).view(inShape);
+            var nextT = (all ? candidate : Select(acceptIn!, candidate, t)).MoveToOuterDisposeScope();
+            var nextMask = mask is null ? null : (all ? candidateMask! : Select(acceptIn!, candidateMask!, mask)).MoveToOuterDisposeScope();
+            var nextF = (all ? candidateF : Select(acceptIn!.view(outShape), candidateF, f)).MoveToOuterDisposeScope();
             Replace(ref t, nextT);
             ReplaceMask(ref mask, nextMask);
             Replace(ref f, nextF);
             Advance(accept, candidateLoss, ref loss, ref scale, ref accepted, trace);
+            // some sample moved: the direction is computed afresh
+            direction.Dispose();
+            direction = null;
         }
+        direction?.Dispose();
 
         return Finish(map, x, r, t, mask, f, initialLoss, loss, accepted, trace, options);
     }
@@ -205,38 +232,54 @@ public static class RootInferenceSolver
         var accepted = torch.zeros(batch, dtype: x.dtype, device: x.device);
         var trace = traceLoss ? new List<Tensor> { loss.clone() } : null;
 
+        // as in the output-space loop: a step that no sample accepts keeps its direction for the next one
+        GramDirection? direction = null;
         for (var k = 0; k < options.Steps; k++)
         {
             using var step = torch.NewDisposeScope();
-            // Ws·(F − r) in both halves, and h = Jᵀ(F − r) (the half chosen by the mask), as in the output-space loop
-            var both = gu - rb;
-            var h = map.CombineHalves(both * mask);
-            var magnitude = h.abs();
-            h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
-            var uh = map.Split(h, mask);
-            var guh = map.Gram(uh);
-            var hh = SquaredNorm(h);
-            var jj = Dot(uh, guh);
-            var alpha = StepLength(hh, jj);
+            var made = direction is null;
+            if (direction is null)
+            {
+                // Ws·(F − r) in both halves, and h = Jᵀ(F − r) (the half chosen by the mask), as in the output-space loop
+                var both = gu - rb;
+                var h = map.CombineHalves(both * mask);
+                var magnitude = h.abs();
+                h.masked_fill_(magnitude.le(magnitude.reshape(batch, -1).amax(new long[] { 1 }).mul_(negligible).view(inShape)), 0);
+                var uh = map.Split(h, mask);
+                var guh = map.Gram(uh);
+                direction = new GramDirection(both, h, uh, guh, StepLength(SquaredNorm(h), Dot(uh, guh)));
+            }
+            var (bothK, hK, uhK, guhK, alpha) = direction;
             var c = (scale * alpha).view(inShape);
-            var candidate = t.addcmul(c, h, -1);
+            var candidate = t.addcmul(c, hK, -1);
             var candidateMask = map.Mask(candidate)!;
             var flipped = map.Flipped(candidate, candidateMask, mask);
-            var du = uh.mul(c.neg()).add_(map.Signed(flipped));
-            var gdu = guh.mul(c.neg()).add_(map.GramFlip(flipped));
-            var deltaLoss = Dot(du, gdu.add_(both, alpha: 2));
+            var du = uhK.mul(c.neg()).add_(map.Signed(flipped));
+            var gdu = guhK.mul(c.neg()).add_(map.GramFlip(flipped));
+            var deltaLoss = Dot(du, gdu.add_(bothK, alpha: 2));
             var accept = deltaLoss.le(0);
-            var acceptIn = accept.to(x.dtype).view(inShape);
+            var moving = accept.sum().item<long>();
+            if (moving == 0)
+            {
+                if (made) direction.MoveToOuter();
+                Advance(accept, loss, ref loss, ref scale, ref accepted, trace);
+                continue;
+            }
             var candidateGu = map.Gram(map.Split(candidate, candidateMask));
 
-            var nextT = Select(acceptIn, candidate, t).MoveToOuterDisposeScope();
-            var nextMask = Select(acceptIn, candidateMask, mask).MoveToOuterDisposeScope();
-            var nextGu = Select(acceptIn, candidateGu, gu).MoveToOuterDisposeScope();
+            var all = moving == batch;
+            var acceptIn = all ? null : accept.to(x.dtype).view(inShape);
+            var nextT = (all ? candidate : Select(acceptIn!, candidate, t)).MoveToOuterDisposeScope();
+            var nextMask = (all ? candidateMask : Select(acceptIn!, candidateMask, mask)).MoveToOuterDisposeScope();
+            var nextGu = (all ? candidateGu : Select(acceptIn!, candidateGu, gu)).MoveToOuterDisposeScope();
             Replace(ref t, nextT);
             Replace(ref mask, nextMask);
             Replace(ref gu, nextGu);
             Advance(accept, torch.minimum(loss + deltaLoss, loss), ref loss, ref scale, ref accepted, trace);
+            direction.Dispose();
+            direction = null;
         }
+        direction?.Dispose();
 
         // F at the signal afresh (the redistribution and the reported loss use it, not the recursion)
         var f = map.Apply(t, mask);
@@ -508,26 +551,30 @@ public static class RootInferenceSolver
         }
 
         /// <summary>
-        /// <c>ΔF = F(T') − F(T)</c> from the change of the signal, and <c>F(T')</c>: the map applied to <c>T' − T</c> and
-        /// to T', or, masked, W⁺ applied to the change of the positive part and W⁻ to the change of the negative part
-        /// (F is continuous, so this is exact also where the mask changes). Two layer evaluations; the split of T' into
-        /// its halves is made once for both.
+        /// <c>ΔF = F(T') − F(T)</c> from the change of the signal: the map applied to <c>T' − T</c>, or, masked, W⁺
+        /// applied to the change of the positive part and W⁻ to the change of the negative part (F is continuous, so
+        /// this is exact also where the mask changes). One layer evaluation; for the stacked map it also returns the
+        /// split of T' into its halves, which <see cref="Value"/> reuses.
         /// </summary>
-        public (Tensor Change, Tensor Value) ChangeAndValue(Tensor t, Tensor? mask, Tensor candidate, Tensor? candidateMask)
+        public (Tensor Change, Tensor? CandidateHalves) Change(Tensor t, Tensor? mask, Tensor candidate, Tensor? candidateMask)
         {
-            if (mask is null) return (_unit.Forward(candidate - t, _weight, null), _unit.Forward(candidate, _weight, null));
+            if (mask is null) return (_unit.Forward(candidate - t, _weight, null), null);
             if (_stacked is not null)
             {
                 var candidateHalves = Split(candidate, candidateMask!);
                 var change = candidateHalves - Split(t, mask);
-                return (_unit.Forward(change, _stacked, null), _unit.Forward(candidateHalves, _stacked, null));
+                return (_unit.Forward(change, _stacked, null), candidateHalves);
             }
             var tp = torch.where(mask, t, torch.zeros_like(t));
             var cp = torch.where(candidateMask!, candidate, torch.zeros_like(candidate));
             var positive = cp - tp;
             var negative = (candidate - cp).sub_(t - tp);
-            return (_unit.Forward(positive, _weight, null) + _unit.Forward(negative, _negative!, null), Apply(candidate, candidateMask));
+            return (_unit.Forward(positive, _weight, null) + _unit.Forward(negative, _negative!, null), null);
         }
+
+        /// <summary><c>F(T')</c>, from the halves <see cref="Change"/> made where it made them.</summary>
+        public Tensor Value(Tensor candidate, Tensor? candidateMask, Tensor? candidateHalves) =>
+            candidateHalves is not null ? _unit.Forward(candidateHalves, _stacked!, null) : Apply(candidate, candidateMask);
 
         public Tensor ApplyTransposed(Tensor r, Tensor? mask, long[] inputShape)
         {
@@ -545,6 +592,41 @@ public static class RootInferenceSolver
             var n = _unit.Transpose(r, _negative!, inputShape);
             return torch.where(mask, p, n);
         }
+    }
+}
+
+/// <summary>
+/// The descent direction of the output-space loop at the current state: F(T) − R, h = Jᵀ(F(T) − R), J·h and the
+/// line-search step ‖h‖²/‖J·h‖² (per sample).
+/// </summary>
+internal sealed record Direction(Tensor Residual, Tensor H, Tensor JH, Tensor Alpha) : IDisposable
+{
+    /// <summary>Moves the tensors to the dispose scope around the current one (kept across a step).</summary>
+    public void MoveToOuter()
+    {
+        foreach (var t in new[] { Residual, H, JH, Alpha }) t.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var t in new[] { Residual, H, JH, Alpha }) t.Dispose();
+    }
+}
+
+/// <summary>The descent direction of the Gram loop: Ws·(F − R) in both halves, h, its stacked u_h, G·u_h and the step.</summary>
+internal sealed record GramDirection(Tensor Both, Tensor H, Tensor UH, Tensor GUH, Tensor Alpha) : IDisposable
+{
+    /// <summary>Moves the tensors to the dispose scope around the current one (kept across a step).</summary>
+    public void MoveToOuter()
+    {
+        foreach (var t in new[] { Both, H, UH, GUH, Alpha }) t.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var t in new[] { Both, H, UH, GUH, Alpha }) t.Dispose();
     }
 }
 

@@ -9,7 +9,7 @@ using TorchSharp;
 namespace RootDtd.Cli.Commands;
 
 /// <summary>
-/// <c>rootdtd train --model resnet|vgg|vit --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E]</c>:
+/// <c>rootdtd train --model resnet|vgg|vit --out models/NAME.safetensors [--images N] [--size 64] [--seed S] [--epochs E] [--lr R] [--warmup E] [--init W]</c>:
 /// trains a synthetic-benchmark classifier on the CPU and writes the weights plus a JSON sidecar; with
 /// <c>--permuted-labels SEED</c> on randomly permuted training labels (the sanity checks' data-randomisation model).
 /// <c>rootdtd train --backbone resnet18-imagenet-cntk --data FOLDER --out W.safetensors</c> trains a linear head on the
@@ -41,10 +41,12 @@ public sealed class TrainCommand : ICliCommand
             Description = "Train on randomly permuted training labels, shuffled once with this seed (the data-randomisation model of the sanity checks, Adebayo et al. 2018; validation and test labels stay true). ResNet and VGG only.",
             HelpName = "seed",
         };
+        var learningRate = new Option<double?>("--lr") { Description = "Peak learning rate (default: the architecture's recipe, 3e-3 for the CNNs, 1.5e-3 for the ViT).", HelpName = "rate" };
+        var warmup = new Option<int?>("--warmup") { Description = "Linear warm-up epochs before the cosine schedule (default: the recipe's, 0 for the CNNs, 2 for the ViT).", HelpName = "E" };
         var threads = new Option<int>("--threads") { Description = "CPU threads of libtorch (0 = libtorch's default).", DefaultValueFactory = _ => 0, HelpName = "N" };
         var command = new Command("train", "Train a small ResNet, VGG or ViT on the seeded synthetic benchmark (CPU) and save safetensors weights plus a JSON sidecar.")
         {
-            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, init, permutedLabels, threads,
+            arch, backbone, data, head, holdout, steps, output, images, size, seed, dataSeed, epochs, target, timeLimit, init, learningRate, warmup, permutedLabels, threads,
         };
         command.SetAction(parse => CommandAction.Run(environment, () =>
         {
@@ -71,8 +73,13 @@ public sealed class TrainCommand : ICliCommand
 
             if (labelSeed is not null && architecture == SyntheticArchitecture.Vit)
                 throw new UsageException("--permuted-labels works with --model resnet or vgg: the ViT recipe trains on fresh images every epoch, and a net can memorise permuted labels only of images it sees again.");
-            var options = TrainingOptions.For(architecture) with
+            var recipe = TrainingOptions.For(architecture);
+            if (parse.GetValue(learningRate) is { } rate && !(rate > 0 && double.IsFinite(rate))) throw new UsageException($"--lr must be a finite rate > 0, was {rate.ToString(CultureInfo.InvariantCulture)}.");
+            if (parse.GetValue(warmup) is < 0) throw new UsageException($"--warmup must be ≥ 0 epochs, was {parse.GetValue(warmup)}.");
+            var options = recipe with
             {
+                LearningRate = parse.GetValue(learningRate) ?? recipe.LearningRate,
+                WarmupEpochs = parse.GetValue(warmup) ?? recipe.WarmupEpochs,
                 PermutedLabelSeed = labelSeed,
                 TrainImages = parse.GetValue(images),
                 ImageSize = parse.GetValue(size),

@@ -81,8 +81,9 @@ public class RootSolverSchemeTests
     };
 
     /// <summary>
-    /// One sample at a time, so that every rejected step is a step no sample of the batch accepts: the faster schemes
-    /// keep that step's direction for the next one and skip F at the rejected candidate (the reference recomputes both).
+    /// One sample at a time, so that every rejected step is a step no sample of the batch accepts: the CPU's scheme
+    /// keeps that step's direction for the next one and skips F at the rejected candidate (the reference and the GPU's
+    /// scheme recompute both).
     /// Same accepted steps, same relevance; the problems reject steps and accept again after a rejection, so the kept
     /// direction is used with the halved scale.
     /// </summary>
@@ -119,6 +120,8 @@ public class RootSolverSchemeTests
             var fast = RootInferenceSolver.Solve(unit, xs, rs, domain, ls, hs, options, true, SolverPath.Fastest);
             var reference = RootInferenceSolver.Solve(unit, xs, rs, domain, ls, hs, options, true, SolverPath.Reference);
             AssertSame(fast, reference);
+            // the GPU's scheme (no host read per step, every step in full) computes the same iteration
+            AssertSame(RootInferenceSolver.Solve(unit, xs, rs, domain, ls, hs, options, true, SolverPath.FastestWithoutHostReads), fast);
             var trace = reference.LossTrace!.reshape(-1).data<double>().ToArray();
             for (var k = 1; k + 1 < trace.Length; k++)
                 if (trace[k] == trace[k - 1] && trace[k + 1] < trace[k]) reusedThenAccepted++;

@@ -59,9 +59,10 @@ public sealed class RootInferenceResult
 /// input (a ViT's fc1) runs the whole step in its stacked input space with the Gram matrix of [W⁺|W⁻] (about a third of
 /// the multiply-adds); both compute the same iteration in exact arithmetic (docs/speed.md). A step's decisions (acceptance, the sign mask) are taken on quantities accurate relative to their
 /// own size, so that a batch and each sample alone give the same result to ~1e-13 in float64 (docs/reliability.md).
-/// One number leaves the device per step: how many samples accept it. A step that no sample accepts leaves the state
-/// as it was, so the next step's direction is this one's and F at the rejected candidate is not needed: both are skipped;
-/// when every sample accepts, the candidate becomes the state without a per-sample selection (exactly the same values).
+/// On the CPU one number per step is read from the tensors: how many samples accept it. A step that no sample accepts
+/// leaves the state as it was, so the next step's direction is this one's and F at the rejected candidate is not needed:
+/// both are skipped; when every sample accepts, the candidate becomes the state without a per-sample selection (exactly
+/// the same values). On a GPU nothing leaves the device inside the loop (a read per step would stall it).
 /// </summary>
 public static class RootInferenceSolver
 {
@@ -76,7 +77,8 @@ public static class RootInferenceSolver
     /// <param name="traceLoss">Also return <see cref="RootInferenceResult.LossTrace"/>.</param>
     public static RootInferenceResult Solve(LinearUnit unit, Tensor input, Tensor relevance, InputDomain domain, Tensor? low = null, Tensor? high = null,
         RootInferenceOptions? options = null, bool traceLoss = false) =>
-        Solve(unit, input, relevance, domain, low, high, options, traceLoss, SolverPath.Fastest);
+        Solve(unit, input, relevance, domain, low, high, options, traceLoss,
+            input is not null && input.device_type == DeviceType.CPU ? SolverPath.Fastest : SolverPath.FastestWithoutHostReads);
 
     /// <summary>
     /// <see cref="Solve(LinearUnit, Tensor, Tensor, InputDomain, Tensor?, Tensor?, RootInferenceOptions?, bool)"/> with the
@@ -115,7 +117,7 @@ public static class RootInferenceSolver
         // (fc1), the whole step runs in the stacked input space with the Gram matrix [W⁺|W⁻]ᵀ[W⁺|W⁻] (SolveGram).
         var linearChange = path != SolverPath.Reference && lo is null && hi is null && map.IsStacked;
         if (linearChange && options.Steps > 0 && map.GramIsCheaper(x.shape))
-            return SolveGram(map, x, r, options, traceLoss, inShape, outShape, negligible);
+            return SolveGram(map, x, r, options, traceLoss, inShape, outShape, negligible, path == SolverPath.Fastest);
 
         var t = x.clone();
         var mask = map.Mask(t);
@@ -127,9 +129,10 @@ public static class RootInferenceSolver
         var trace = traceLoss ? new List<Tensor> { loss.clone() } : null;
         // A step that no sample accepts leaves T, its mask and F(T) as they were: the next step's direction h, J·h and
         // line-search step α are this step's (the same values recomputed from the same state), and F at a candidate
-        // nobody takes is not needed. The faster schemes keep them across such a step (one host read per step says
-        // whether any sample accepted) and skip the candidate's F; the reference scheme recomputes everything.
-        var reuse = path != SolverPath.Reference;
+        // nobody takes is not needed. The fastest scheme keeps them across such a step (one host read per step says
+        // how many samples accepted) and skips the candidate's F; the reference scheme, and the fastest one on a GPU
+        // (where a host read per step would stall the queue of kernels), compute every step in full.
+        var reuse = path == SolverPath.Fastest;
         Direction? direction = null;
 
         for (var k = 0; k < options.Steps; k++)
@@ -217,7 +220,7 @@ public static class RootInferenceSolver
     /// in between follows L(T') = L(T) + ΔL (it decides nothing: acceptance is on ΔL).
     /// </summary>
     private static RootInferenceResult SolveGram(ContributionMap map, Tensor x, Tensor r, RootInferenceOptions options, bool traceLoss,
-        long[] inShape, long[] outShape, double negligible)
+        long[] inShape, long[] outShape, double negligible, bool reuse)
     {
         var batch = x.shape[0];
         var t = x.clone();
@@ -258,7 +261,7 @@ public static class RootInferenceSolver
             var gdu = guhK.mul(c.neg()).add_(map.GramFlip(flipped));
             var deltaLoss = Dot(du, gdu.add_(bothK, alpha: 2));
             var accept = deltaLoss.le(0);
-            var moving = accept.sum().item<long>();
+            var moving = reuse ? accept.sum().item<long>() : -1;
             if (moving == 0)
             {
                 if (made) direction.MoveToOuter();
@@ -633,8 +636,14 @@ internal sealed record GramDirection(Tensor Both, Tensor H, Tensor UH, Tensor GU
 /// <summary>How <see cref="RootInferenceSolver"/> evaluates a step (the same iteration in exact arithmetic).</summary>
 internal enum SolverPath
 {
-    /// <summary>The cheapest scheme for the layer and domain (linear change of F in the free domain, Gram form for wide dense layers).</summary>
+    /// <summary>
+    /// The cheapest scheme for the layer and domain (linear change of F in the free domain, Gram form for wide dense
+    /// layers), reading per step how many samples accept to skip what a step nobody accepts does not need (the CPU's).
+    /// </summary>
     Fastest,
+
+    /// <summary><see cref="Fastest"/> without the per-step host read: every step in full (the GPU's; the same values).</summary>
+    FastestWithoutHostReads,
 
     /// <summary>Every step evaluates the change of F and F at the candidate as two stacked layer evaluations.</summary>
     Reference,

@@ -133,6 +133,10 @@ public static class RootInferenceSolver
         // how many samples accepted) and skips the candidate's F; the reference scheme, and the fastest one on a GPU
         // (where a host read per step would stall the queue of kernels), compute every step in full.
         var reuse = path == SolverPath.Fastest;
+        // the CPU's free-domain step decides acceptance from F(T') − F(T) where that is certain (see below)
+        var bounded = reuse && linearChange;
+        var termBound = 4.0 * map.TermsPerOutput * Epsilon(x.dtype);
+        var sumBound = 4.0 * (r.numel() / Math.Max(batch, 1)) * Epsilon(x.dtype);
         Direction? direction = null;
 
         for (var k = 0; k < options.Steps; k++)
@@ -170,15 +174,46 @@ public static class RootInferenceSolver
             // its sign is the exact arithmetic's except on true ties. It costs a fourth layer evaluation per step.
             // F(T') evaluated afresh (not F + ΔF: in float32 that sum drifts by ε·|F(x)|, far above R when F(x) ≫ R);
             // ΔF and F(T') share the split of the candidate into its halves
-            Tensor deltaF;
-            Tensor? candidateHalves = null;
-            if (linearChange)
-                deltaF = jhk.mul(c.neg().view(outShape)).add_(map.FlipChange(map.Flipped(candidate, candidateMask!, mask!)));
-            else (deltaF, candidateHalves) = map.Change(t, mask, candidate, candidateMask);
-            var deltaLoss = Dot(deltaF, deltaF + 2 * e);
-            var accept = deltaLoss.le(0);
-            // how many samples accept (one host read; the reference scheme does not look)
-            var moving = reuse ? accept.sum().item<long>() : -1;
+            Tensor? candidateF = null;
+            Tensor? accept = null;
+            long moving = -1;
+            if (bounded)
+            {
+                // The CPU's free-domain step decides on ΔF = F(T') − F(T) from F at the candidate, which is needed anyway
+                // where the step is accepted, when that decision is certain: every F_j is a sum of non-negative terms
+                // (W⁺ on the non-negative part, W⁻ on the negative one), so its rounding error is at most γ·F_j with
+                // γ = n·ε (n terms), for any order of summation; with β = γ·(F(T') + F(T)) the computed ΔL is within
+                // Σ β·(2|ΔF + e| + β) (+ the rounding of that sum) of the exact one. Where |ΔL| exceeds that bound for
+                // every sample its sign is the exact arithmetic's, and the flips' product is not needed; otherwise the
+                // step takes the exact ΔF below. One host read gives both counts.
+                candidateF = map.Apply(candidate, candidateMask);
+                var change = candidateF - f;
+                var toward = change + e;
+                var deltaLossBySubtraction = Dot(change, toward + e);
+                var beta = (candidateF + f).mul_(termBound);
+                var bound = Dot(beta, toward.abs().mul_(2).add_(beta)).add_(Dot(change.abs(), (toward + e).abs()).mul_(sumBound));
+                var byBound = deltaLossBySubtraction.le(0);
+                var counts = torch.stack(new[] { byBound.sum(), deltaLossBySubtraction.abs().le(bound).sum() }).cpu().data<long>().ToArray();
+                if (counts[1] == 0)
+                {
+                    accept = byBound;
+                    moving = counts[0];
+                }
+            }
+            if (accept is null)
+            {
+                Tensor deltaF;
+                Tensor? candidateHalves = null;
+                if (linearChange)
+                    deltaF = jhk.mul(c.neg().view(outShape)).add_(map.FlipChange(map.Flipped(candidate, candidateMask!, mask!)));
+                else (deltaF, candidateHalves) = map.Change(t, mask, candidate, candidateMask);
+                var deltaLoss = Dot(deltaF, deltaF + 2 * e);
+                accept = deltaLoss.le(0);
+                // how many samples accept (one host read; the reference scheme does not look)
+                moving = reuse ? accept.sum().item<long>() : -1;
+                if (moving != 0)
+                    candidateF ??= linearChange ? map.Apply(candidate, candidateMask) : map.Value(candidate, candidateMask, candidateHalves);
+            }
             if (moving == 0)
             {
                 // nobody moves: keep the direction for the next step, and F at the candidate is not needed
@@ -186,16 +221,16 @@ public static class RootInferenceSolver
                 Advance(accept, loss, ref loss, ref scale, ref accepted, trace);
                 continue;
             }
-            var candidateF = linearChange ? map.Apply(candidate, candidateMask) : map.Value(candidate, candidateMask, candidateHalves);
+            var valueAtCandidate = candidateF!;
             // the loss of an accepted candidate, never above the previous one (the two differ by rounding at most there)
-            var candidateLoss = torch.minimum(SquaredNorm(candidateF - r), loss);
+            var candidateLoss = torch.minimum(SquaredNorm(valueAtCandidate - r), loss);
 
             // every sample moves: the candidate is the next state as it is (the selection would return exactly it)
             var all = moving == batch;
             var acceptIn = all ? null : accept.to(x.dtype).view(inShape);
             var nextT = (all ? candidate : Select(acceptIn!, candidate, t)).MoveToOuterDisposeScope();
             var nextMask = mask is null ? null : (all ? candidateMask! : Select(acceptIn!, candidateMask!, mask)).MoveToOuterDisposeScope();
-            var nextF = (all ? candidateF : Select(acceptIn!.view(outShape), candidateF, f)).MoveToOuterDisposeScope();
+            var nextF = (all ? valueAtCandidate : Select(acceptIn!.view(outShape), valueAtCandidate, f)).MoveToOuterDisposeScope();
             Replace(ref t, nextT);
             ReplaceMask(ref mask, nextMask);
             Replace(ref f, nextF);
@@ -450,6 +485,9 @@ public static class RootInferenceSolver
 
         /// <summary>True when the masked map is the stacked layer [W⁺ | W⁻] (ungrouped).</summary>
         public bool IsStacked => _stacked is not null;
+
+        /// <summary>The number of products summed into one output of the map (2·in·kernel for the stacked map).</summary>
+        public long TermsPerOutput => (_stacked ?? _weight).numel() / (_stacked ?? _weight).shape[0];
 
         /// <summary>
         /// Whether the Gram form pays: a dense layer whose outputs are at least twice its inputs (a product with the

@@ -189,9 +189,11 @@ public static class RootInferenceSolver
                 candidateF = map.Apply(candidate, candidateMask);
                 var change = candidateF - f;
                 var toward = change + e;
-                var deltaLossBySubtraction = Dot(change, toward + e);
+                // ΔL = ⟨ΔF, ΔF + 2e⟩: its second factor once, for ΔL and (as |·|) for the bound's rounding term
+                var secondFactor = toward + e;
+                var deltaLossBySubtraction = Dot(change, secondFactor);
                 var beta = (candidateF + f).mul_(termBound);
-                var bound = Dot(beta, toward.abs().mul_(2).add_(beta)).add_(Dot(change.abs(), (toward + e).abs()).mul_(sumBound));
+                var bound = Dot(beta, toward.abs().mul_(2).add_(beta)).add_(Dot(change.abs(), secondFactor.abs_()).mul_(sumBound));
                 var byBound = deltaLossBySubtraction.le(0);
                 var counts = torch.stack(new[] { byBound.sum(), deltaLossBySubtraction.abs().le(bound).sum() }).cpu().data<long>().ToArray();
                 if (counts[1] == 0)

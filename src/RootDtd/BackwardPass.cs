@@ -340,15 +340,16 @@ public sealed class BackwardPass : IDisposable
         }
         void Release(List<Tensor>? consumedBranches, Tensor gathered)
         {
-            if (consumedBranches is not null)
-                foreach (var t in consumedBranches)
-                    if (pending.TryGetValue(t, out var c))
-                    {
-                        if (c <= 1) pending.Remove(t);
-                        else pending[t] = c - 1;
-                    }
-            if (consumedBranches is not null)
-                foreach (var t in consumedBranches) Free(t);
+            // a tensor listed twice is freed at its last listing (Free waits until no branch holds it)
+            foreach (var t in consumedBranches ?? Enumerable.Empty<Tensor>())
+            {
+                if (pending.TryGetValue(t, out var c))
+                {
+                    if (c <= 1) pending.Remove(t);
+                    else pending[t] = c - 1;
+                }
+                Free(t);
+            }
             Free(gathered);
         }
         var unitsDone = 0;

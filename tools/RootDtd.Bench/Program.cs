@@ -8,9 +8,9 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // RootDtd benchmark: time per image of forward, forward + input gradient and every composite of MethodCatalog.All on
-// torchvision-shape models (random weights, eval, CPU), plus an optional memory-stability loop. See README in this folder.
+// torchvision-shape models (random weights, eval, CPU), plus an optional memory-stability loop. Usage and recorded results: docs/speed.md.
 //   dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|a,b]
-//       [--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--memory N] [--memory-size 112] [--out results.md]
+//       [--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--paired] [--memory N] [--memory-size 112] [--out results.md]
 
 TorchSharpNative.EnsureLoadable();
 var options = BenchOptions.Parse(args);
@@ -31,9 +31,11 @@ Out($"- TorchSharp native: {TorchSharpNative.Description}");
 Out($"- images {options.Size}×{options.Size}, float32, CPU, random weights (seed 0), eval; median of {options.Repeats} timed runs after {options.Warmup} warm-up run(s)");
 Out($"- ratio = method time / (forward + input gradient) of the same model and batch, measured in the same run");
 if (options.CpuTime) Out("- CPU columns: process CPU time (user + system, all threads) per run, median of the same runs; on a loaded machine prefer them with --threads 1");
+if (options.Paired) Out("- paired column: every timed run of a method directly follows its own timed forward + input gradient run; the ratio of each pair, median (min–max) over the pairs, so a machine that speeds up or slows down between rows does not move it");
 Out();
 
 var cpuMs = new Dictionary<string, double>();   // process CPU time (median per timed item) of the current model and batch
+var pairedRatios = new Dictionary<string, (double Median, double Min, double Max, int Pairs)>();   // --paired: method / its own forward+gradient run
 var methods = options.Methods is null
     ? MethodCatalog.All.ToList()
     : options.Methods.Select(MethodCatalog.Get).ToList();
@@ -60,14 +62,16 @@ foreach (var modelName in options.Models)
             using var _ = torch.no_grad();
             model.call(x).sum().item<float>();
         });
-        var gradient = Time(label, "forward+gradient", () =>
+        void ForwardAndGradient()
         {
             using var scope = torch.NewDisposeScope();
             var xi = x.detach().requires_grad_(true);
             var logits = model.call(xi);
             var score = logits.gather(1, logits.argmax(1, keepdim: true)).sum();
             torch.autograd.grad(new[] { score }, new[] { xi })[0].sum().item<float>();
-        });
+        }
+        var gradient = Time(label, "forward+gradient", ForwardAndGradient);
+        pairedRatios.Clear();
         rows.Add(("forward (no_grad)", forward, ""));
         rows.Add(("forward + input gradient", gradient, ""));
 
@@ -85,7 +89,7 @@ foreach (var modelName in options.Models)
                 ms = Time(label, method.Name, () =>
                 {
                     using var e = explainer.Explain(x);
-                });
+                }, options.Paired ? ForwardAndGradient : null);
                 if (options.AlsoUnchecked)
                 {
                     using var fast = new Explainer(model, method.CreateDefault(), new ExplainerOptions { InputLow = low, InputHigh = high, VerifyForward = false });
@@ -134,6 +138,11 @@ foreach (var modelName in options.Models)
             cheferHeader += " CPU ms/image | × forward+gradient, CPU |";
             cheferRule += "---:|---:|";
         }
+        if (options.Paired)
+        {
+            cheferHeader += " × forward+gradient, paired: median (min–max) |";
+            cheferRule += "---:|";
+        }
         Out(options.AlsoUnchecked
             ? $"| method | ms/image | × forward+gradient |{cheferHeader} ms/image, VerifyForward off | × forward+gradient, VerifyForward off | note |"
             : $"| method | ms/image | × forward+gradient |{cheferHeader} note |");
@@ -147,6 +156,10 @@ foreach (var modelName in options.Models)
                 extra += cpuMs.TryGetValue(CpuKey(name), out var cpu) && !double.IsNaN(ms)
                     ? string.Create(CultureInfo.InvariantCulture, $" {cpu / batch:F1} | {cpu / gradientCpu:F2} |")
                     : " – | – |";
+            if (options.Paired)
+                extra += pairedRatios.TryGetValue(name, out var pr) && !double.IsNaN(ms)
+                    ? string.Create(CultureInfo.InvariantCulture, $" {pr.Median:F2} ({pr.Min:F2}–{pr.Max:F2}, {pr.Pairs} pairs) |")
+                    : " – |";
             if (options.AlsoUnchecked)
                 extra += uncheckedMs.TryGetValue(name, out var u)
                     ? string.Create(CultureInfo.InvariantCulture, $" {u / batch:F1} | {u / gradient:F2} |")
@@ -198,7 +211,9 @@ static string CpuKey(string row) => row switch
     _ => row,
 };
 
-double Time(string label, string what, Action run)
+// Median wall-clock ms of `run` over the timed repeats (process CPU time into cpuMs). With a baseline (--paired), every
+// timed run directly follows one timed run of the baseline and the per-pair ratios go into pairedRatios.
+double Time(string label, string what, Action run, Action? baseline = null)
 {
     for (var i = 0; i < options.Warmup; i++)
     {
@@ -207,25 +222,37 @@ double Time(string label, string what, Action run)
     }
     var times = new List<double>();
     var cpuTimes = new List<double>();
+    var ratios = new List<double>();
     using var process = Process.GetCurrentProcess();
     for (var i = 0; i < options.Repeats; i++)
     {
+        var baselineMs = baseline is null ? double.NaN : Stopwatch(baseline);
         process.Refresh();
         var cpu0 = process.TotalProcessorTime;
-        var sw = Stopwatch.StartNew();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
         run();
         times.Add(sw.Elapsed.TotalMilliseconds);
         process.Refresh();
         cpuTimes.Add((process.TotalProcessorTime - cpu0).TotalMilliseconds);
-        Progress(string.Create(CultureInfo.InvariantCulture, $"[{label}] {what}: run {i + 1}/{options.Repeats} {times[^1]:F0} ms (CPU {cpuTimes[^1]:F0} ms)"));
+        var pair = baseline is null ? "" : string.Create(CultureInfo.InvariantCulture, $", after forward+gradient {baselineMs:F0} ms: {times[^1] / baselineMs:F2}×");
+        if (baseline is not null) ratios.Add(times[^1] / baselineMs);
+        Progress(string.Create(CultureInfo.InvariantCulture, $"[{label}] {what}: run {i + 1}/{options.Repeats} {times[^1]:F0} ms (CPU {cpuTimes[^1]:F0} ms){pair}"));
     }
     cpuMs[what] = Median(cpuTimes);
+    if (ratios.Count > 0) pairedRatios[what] = (Median(ratios), ratios.Min(), ratios.Max(), ratios.Count);
     return Median(times);
+
+    static double Stopwatch(Action action)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        action();
+        return watch.Elapsed.TotalMilliseconds;
+    }
 }
 
 static double Median(List<double> values)
 {
-    values.Sort();
+    values = values.Order().ToList();
     return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
 }
 
@@ -289,7 +316,8 @@ static string RuntimeInformationText()
 }
 
 internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Methods, int Repeats, int Warmup, int Size, int Threads,
-    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false, bool Breakdown = true, bool CpuTime = false)
+    int MemoryIterations, int MemorySize, string? OutFile, bool AlsoUnchecked = false, bool Breakdown = true, bool CpuTime = false,
+    bool Paired = false)
 {
     public static BenchOptions? Parse(string[] args)
     {
@@ -318,10 +346,12 @@ internal sealed record BenchOptions(string[] Models, int[] Batches, string[]? Me
                 case "--unchecked": o = o with { AlsoUnchecked = true }; break;
                 case "--no-breakdown": o = o with { Breakdown = false }; break;
                 case "--cpu-time": o = o with { CpuTime = true }; break;
+                case "--paired": o = o with { Paired = true }; break;
                 case "-h" or "--help":
                     Console.WriteLine("dotnet run -c Release --project tools/RootDtd.Bench -- [--models resnet18,vgg16] [--batch 1,8] [--methods all|name,...] " +
-                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
+                        "[--repeats N] [--warmup N] [--size 224] [--threads N] [--cpu-time] [--paired] [--memory N] [--memory-size 112] [--unchecked] [--out results.md]");
                     Console.WriteLine("--cpu-time: also give every row's process CPU time (user + system, all threads) and its ratio; on a loaded machine use it with --threads 1");
+                    Console.WriteLine("--paired: time every method run right after its own forward + gradient run and also give the median (min–max) of the per-pair ratios (robust to a machine whose speed drifts between rows)");
                     Console.WriteLine("--no-breakdown: skip the extra run with diagnostics that gives root-inference methods their per-unit times");
                     Console.WriteLine("--unchecked: also time every method with ExplainerOptions.VerifyForward = false (no check of the graph against the model's own forward)");
                     Console.WriteLine("methods: " + string.Join(", ", MethodCatalog.All.Select(x => x.Name)));

@@ -59,8 +59,7 @@ public static class ExplanationFormatting
     public static double ConservationError(Explanation explanation, int sample)
     {
         ArgumentNullException.ThrowIfNull(explanation);
-        var c = explanation.Conservation;
-        return Math.Abs(c.InputSum[sample] - c.StartRelevance[sample]) / Math.Max(Math.Abs(c.StartRelevance[sample]), 1e-30);
+        return explanation.Conservation.RelativeError(sample);
     }
 
     /// <summary>The explained logit of every sample (<c>Logits[i, Targets[i]]</c>), copied to the CPU.</summary>

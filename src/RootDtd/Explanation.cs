@@ -101,13 +101,28 @@ public sealed class ConservationReport
             double max = 0;
             for (int i = 0; i < InputSum.Length; i++)
             {
-                double e = Math.Abs(InputSum[i] - StartRelevance[i]) / Math.Max(Math.Abs(StartRelevance[i]), 1e-30);
+                double e = RelativeError(i);
                 if (double.IsNaN(e)) return double.NaN;
                 max = Math.Max(max, e);
             }
             return max;
         }
     }
+
+    /// <summary>
+    /// |Σ input relevance − start relevance| / |start relevance| of one sample (the denominator floored at 1e-30, so a
+    /// zero start gives the absolute error scaled up rather than a division by zero); NaN when either sum is NaN. Every
+    /// report of the library (CLI, benchmark, formatting) uses this one definition.
+    /// </summary>
+    /// <param name="sample">Batch index.</param>
+    public double RelativeError(int sample)
+    {
+        if (sample < 0 || sample >= InputSum.Length)
+            throw new ArgumentOutOfRangeException(nameof(sample), $"sample {sample} is outside the batch of {InputSum.Length}.");
+        return Math.Abs(InputSum[sample] - StartRelevance[sample]) / Math.Max(Math.Abs(StartRelevance[sample]), RelativeErrorFloor);
+    }
+
+    private const double RelativeErrorFloor = 1e-30;
 
     /// <summary>Samples (batch indices) whose relevance is NaN or ±∞ at the input, the start or any node.</summary>
     public IReadOnlyList<int> NonFiniteSamples =>

@@ -193,7 +193,7 @@ public sealed class ExplainRunner
                 var inputSum = explanation.Conservation.InputSum[k];
                 var startRelevance = explanation.Conservation.StartRelevance[k];
                 var absolute = Math.Abs(inputSum - startRelevance);
-                var relative = absolute / Math.Max(Math.Abs(startRelevance), 1e-30);
+                var relative = explanation.Conservation.RelativeError(k);
                 var lost = traits.LostConservation(relative);
                 var report = new ImageReport
                 {

@@ -332,7 +332,7 @@ public sealed class BenchmarkRunner
                     throw new ExplanationException($"'{method.Label}': {nonFinite}.");
                 var conservation = state.Conservation;
                 for (var i = 0; i < targets.Length; i++)
-                    conservation += Math.Abs(e.Conservation.InputSum[i] - e.Conservation.StartRelevance[i]) / Math.Max(Math.Abs(e.Conservation.StartRelevance[i]), 1e-12);
+                    conservation += e.Conservation.RelativeError(i);
                 state.Conservation = conservation;
                 if (protocols.HasFlag(BenchmarkProtocols.Perturbation))
                 {

@@ -28,6 +28,19 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public void RelativeError_is_per_sample_and_survives_a_zero_start()
+    {
+        // sample 0: |2.2 − 2| / 2 = 0.1; sample 1: start −4, input −3 → 0.25; sample 2: start 0, input 1e-31 → 0.1 (floor 1e-30)
+        var report = new ConservationReport(new[] { ("fc", new[] { 2.0, -4.0, 0.0 }) }, new[] { 2.0, -4.0, 0.0 }, new[] { 2.2, -3.0, 1e-31 });
+        report.RelativeError(0).Should().BeApproximately(0.1, 1e-12);
+        report.RelativeError(1).Should().BeApproximately(0.25, 1e-12);
+        report.RelativeError(2).Should().BeApproximately(0.1, 1e-12);
+        report.MaxRelativeError.Should().BeApproximately(0.25, 1e-12);
+        var act = () => report.RelativeError(3);
+        act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*sample 3*batch of 3*");
+    }
+
+    [Fact]
     public void NonFiniteOrigin_is_the_node_whose_rule_sent_non_finite_relevance()
     {
         // forward order a → b → c; sample 1: c received finite relevance and sent ∞ (absorbed −∞), so b and a are ∞

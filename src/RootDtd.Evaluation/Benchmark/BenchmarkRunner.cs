@@ -96,8 +96,10 @@ public sealed class BenchmarkRunner
         cancellationToken.ThrowIfCancellationRequested();
         var total = Stopwatch.StartNew();
         _model.eval();
-        var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = BenchmarkSettings.Of(_options) };
-        state.Settings = BenchmarkSettings.Of(_options);
+        // a resumed state takes this run's settings (they describe what the rest of the rows are run with)
+        var settings = BenchmarkSettings.Of(_options);
+        var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = settings };
+        state.Settings = settings;
         var previousSeconds = state.Seconds;
         if (shard.Length > 0)
         {

@@ -109,6 +109,37 @@ public sealed class RootVariantTests
         act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*tau*");
     }
 
+    [Fact]
+    public void ZeroRelevance_GivesZero_PerSample_AndForTheWholeBatch()
+    {
+        // sample 0 carries R = [0, 3], sample 1 none: sample 1's input relevance is exactly 0 and sample 0's is what it
+        // gets alone; an all-zero batch gives zeros without fitting
+        double[] x = { 1, 2, 3, 0.5 }, r = { 0, 3, 0, 0 };
+        foreach (var rule in new Rule[] { new FitGatedRootRule(Steps(1), 0.5), new ShapeFitRootRule(Steps(1)), new ChannelRootRule(Steps(1)) })
+        {
+            var both = Dense(rule, x, r);
+            both.Skip(2).Should().Equal(new[] { 0.0, 0.0 }, rule.ToString());
+            both.Take(2).Should().Equal(Dense(rule, x.Take(2).ToArray(), r.Take(2).ToArray()), rule.ToString());
+            both.Take(2).Sum().Should().BeGreaterThan(0, rule.ToString());
+            Dense(rule, x, new double[4]).Should().Equal(new double[4], rule.ToString());
+        }
+    }
+
+    [Fact]
+    public void Channel_OnInputBoundsWithoutZero_IsRefusedWithTheNode()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var unit = LinearUnit.Dense(torch.tensor(W.Cast<double>().ToArray(), new long[] { 2, 2 }, float64), null);
+        var node = new LinearUnitNode("stem", unit, 0);
+        var x = torch.tensor(new[] { 1.0, 2 }, float64).view(1, 2);
+        var r = torch.tensor(new[] { 0.0, 3 }, float64).view(1, 2);
+        var act = () => TestNets.Propagate(new ChannelRootRule(Steps(1)), node, new[] { x }, r, InputDomain.PixelBox,
+            torch.full(new long[] { 1, 2 }, 0.5, float64), torch.full(new long[] { 1, 2 }, 3.0, float64));
+        act.Should().Throw<ExplanationException>().WithMessage("*root-channel on 'stem'*contain 0*");
+        TestNets.Propagate(new ChannelRootRule(Steps(1)), node, new[] { x }, r, InputDomain.PixelBox,
+            torch.full(new long[] { 1, 2 }, -1.0, float64), torch.full(new long[] { 1, 2 }, 3.0, float64)).Sum().Should().BeApproximately(3, 1e-8);
+    }
+
     public static IEnumerable<object[]> Variants() => new[] { "root-gated:tau=3,steps=3", "root-shape:steps=3", "root-channel:steps=3", "root-channel:shape=0,steps=3" }.Select(m => new object[] { m });
 
     [Theory]

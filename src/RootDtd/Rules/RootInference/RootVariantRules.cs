@@ -40,6 +40,22 @@ internal static class RootVariantParts
         return (total!, residual!, norm!);
     }
 
+    /// <summary>
+    /// The frame every variant shares: zero input relevance for a batch whose relevance is all zero (no fit), otherwise
+    /// <paramref name="inputRelevance"/> of the relevance in <paramref name="x"/>'s dtype, set to zero for the samples
+    /// whose own relevance is zero; all temporaries are disposed.
+    /// </summary>
+    internal static Tensor[] PropagateLiveSamples(RuleContext context, Tensor x, Func<Tensor, Tensor> inputRelevance)
+    {
+        using var scope = torch.NewDisposeScope();
+        var batch = x.shape[0];
+        var relevance = context.Relevance.to(x.dtype);
+        if (!relevance.ne(0).any().item<bool>()) return new[] { torch.zeros_like(x).MoveToOuterDisposeScope() };
+        var rIn = inputRelevance(relevance);
+        var live = relevance.reshape(batch, -1).ne(0).any(1).view(BatchView(x.dim(), batch));
+        return new[] { torch.where(live, rIn, torch.zeros_like(x)).MoveToOuterDisposeScope() };
+    }
+
     /// <summary>Σ of squares per sample [B].</summary>
     internal static Tensor SquaredNorm(Tensor t) => t.reshape(t.shape[0], -1).square().sum(new long[] { 1 });
 
@@ -99,24 +115,19 @@ public sealed class FitGatedRootRule : Rule
     public override Tensor[] Propagate(RuleContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        using var scope = torch.NewDisposeScope();
         var x = context.Input;
-        var batch = x.shape[0];
-        var relevance = context.Relevance.to(x.dtype);
-        if (!relevance.ne(0).any().item<bool>()) return new[] { torch.zeros_like(x).MoveToOuterDisposeScope() };
-
-        var (rootIn, residual, norm) = RootVariantParts.Solve(context, (unit, r) =>
+        return RootVariantParts.PropagateLiveSamples(context, x, _ =>
         {
-            var result = RootInferenceSolver.Solve(unit, x, r, context.Domain, context.Low, context.High, Options);
-            return new(result.InputRelevance, RootVariantParts.SquaredNorm(result.Contribution - r), RootVariantParts.SquaredNorm(r));
+            var (rootIn, residual, norm) = RootVariantParts.Solve(context, (unit, r) =>
+            {
+                var result = RootInferenceSolver.Solve(unit, x, r, context.Domain, context.Low, context.High, Options);
+                return new(result.InputRelevance, RootVariantParts.SquaredNorm(result.Contribution - r), RootVariantParts.SquaredNorm(r));
+            });
+            // keep root where ‖F − R‖ ≤ τ‖R‖ (and where R = 0: both rules give 0 there)
+            var keep = residual.le(norm * (Tau * Tau)).logical_or(norm.eq(0));
+            var fallback = Fallback.Propagate(context)[0].to(x.dtype);
+            return torch.where(keep.view(RootVariantParts.BatchView(x.dim(), x.shape[0])), rootIn, fallback);
         });
-        // keep root where ‖F − R‖ ≤ τ‖R‖ (and where R = 0: both rules give 0 there)
-        var keep = residual.le(norm * (Tau * Tau)).logical_or(norm.eq(0));
-        var fallback = Fallback.Propagate(context)[0].to(x.dtype);
-        var keepIn = keep.view(RootVariantParts.BatchView(x.dim(), batch));
-        var live = relevance.reshape(batch, -1).ne(0).any(1).view(RootVariantParts.BatchView(x.dim(), batch));
-        var rIn = torch.where(live, torch.where(keepIn, rootIn, fallback), torch.zeros_like(x));
-        return new[] { rIn.MoveToOuterDisposeScope() };
     }
 
     /// <inheritdoc />
@@ -142,12 +153,9 @@ public sealed class ShapeFitRootRule : Rule
     public override Tensor[] Propagate(RuleContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        using var scope = torch.NewDisposeScope();
         var x = context.Input;
         var batch = x.shape[0];
-        var relevance = context.Relevance.to(x.dtype);
-        if (!relevance.ne(0).any().item<bool>()) return new[] { torch.zeros_like(x).MoveToOuterDisposeScope() };
-        var (rIn, _, _) = RootVariantParts.Solve(context, (unit, r) =>
+        return RootVariantParts.PropagateLiveSamples(context, x, _ => RootVariantParts.Solve(context, (unit, r) =>
         {
             var atX = RootInferenceSolver.Solve(unit, x, r, context.Domain, context.Low, context.High, Options with { Steps = 0 });
             var c = RootVariantParts.ShapeFactor(atX.Contribution, r);
@@ -155,9 +163,7 @@ public sealed class ShapeFitRootRule : Rule
             var result = RootInferenceSolver.Solve(unit, x, target, context.Domain, context.Low, context.High, Options);
             var inRelevance = result.InputRelevance / c.view(RootVariantParts.BatchView(x.dim(), batch));
             return new(inRelevance, RootVariantParts.SquaredNorm(result.Contribution - target), RootVariantParts.SquaredNorm(target));
-        });
-        var live = relevance.reshape(batch, -1).ne(0).any(1).view(RootVariantParts.BatchView(x.dim(), batch));
-        return new[] { torch.where(live, rIn, torch.zeros_like(x)).MoveToOuterDisposeScope() };
+        }).InputRelevance);
     }
 
     /// <inheritdoc />
@@ -194,22 +200,20 @@ public sealed class ChannelRootRule : Rule
     public override Tensor[] Propagate(RuleContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        using var scope = torch.NewDisposeScope();
-        var x = context.Input.detach();
-        var batch = x.shape[0];
-        var relevance = context.Relevance.to(x.dtype);
-        if (!relevance.ne(0).any().item<bool>()) return new[] { torch.zeros_like(x).MoveToOuterDisposeScope() };
-        if (context.Domain == InputDomain.PixelBox && context.Low is not null && context.High is not null
-            && !(context.Low.le(0).all().item<bool>() && context.High.ge(0).all().item<bool>()))
-            throw new ExplanationException($"root-channel on '{context.Node.Name}': the root (1 − m)·x stays inside the input bounds only when they contain 0; these do not.");
-        var (rIn, _, _) = RootVariantParts.Solve(context, (unit, r) =>
+        using var detached = context.Input.detach();
+        var x = detached;
+        return RootVariantParts.PropagateLiveSamples(context, x, _ =>
         {
-            using var noGrad = torch.no_grad();
-            var result = ChannelRootSolver.Solve(unit, x, r.detach(), context.Domain, Options, Shape);
-            return new(result.InputRelevance, result.ResidualSquared, result.RelevanceSquared);
+            if (context.Domain == InputDomain.PixelBox && context.Low is not null && context.High is not null
+                && !(context.Low.le(0).all().item<bool>() && context.High.ge(0).all().item<bool>()))
+                throw new ExplanationException($"root-channel on '{context.Node.Name}': the root (1 − m)·x stays inside the input bounds only when they contain 0; these do not.");
+            return RootVariantParts.Solve(context, (unit, r) =>
+            {
+                using var noGrad = torch.no_grad();
+                var result = ChannelRootSolver.Solve(unit, x, r.detach(), context.Domain, Options, Shape);
+                return new(result.InputRelevance, result.ResidualSquared, result.RelevanceSquared);
+            }).InputRelevance;
         });
-        var live = relevance.reshape(batch, -1).ne(0).any(1).view(RootVariantParts.BatchView(x.dim(), batch));
-        return new[] { torch.where(live, rIn, torch.zeros_like(x)).MoveToOuterDisposeScope() };
     }
 
     /// <inheritdoc />

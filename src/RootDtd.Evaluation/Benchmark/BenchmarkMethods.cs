@@ -80,12 +80,14 @@ public static class BenchmarkMethods
 
     /// <summary>
     /// The full run on a ViT: the token maps (rollout, raw attention, Chefer, chefer-root), the transformer LRP rules
-    /// (cp-lrp, attn-lrp), root inference in the transformer (<c>root</c>, D8), Gradient×Input and Grad-CAM (on the last
-    /// block's <c>norm1</c> patch tokens, docs/attribution-baselines.md).
+    /// (cp-lrp, attn-lrp), root inference in the transformer (<c>root</c>, D8), Gradient×Input, Grad-CAM (on the last
+    /// block's <c>norm1</c> patch tokens, docs/attribution-baselines.md) and the model-agnostic attribution baselines
+    /// SmoothGrad, Integrated Gradients and occlusion (AGF is defined for CNNs only).
     /// </summary>
     public static IReadOnlyList<BenchmarkMethod> Vit { get; } = new[]
     {
         "rollout", "raw-attention", "chefer", CheferRootMethod, "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam",
+        "smoothgrad", "integrated-gradients", "occlusion",
     }.Select(BenchmarkMethod.Of).ToArray();
 
     /// <summary>

@@ -66,7 +66,8 @@ public class VitBenchmarkTests
     [Fact]
     public void VitListsAreWhatFullDemoAndAblationsMeanOnATransformer()
     {
-        BenchmarkMethods.Vit.Select(m => m.Spec).Should().Equal("rollout", "raw-attention", "chefer", "chefer-root", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam");
+        BenchmarkMethods.Vit.Select(m => m.Spec).Should().Equal("rollout", "raw-attention", "chefer", "chefer-root", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam",
+            "smoothgrad", "integrated-gradients", "occlusion");
         BenchmarkMethods.ParseList("full", transformer: true).Should().BeSameAs(BenchmarkMethods.Vit);
         BenchmarkMethods.ParseList("all", transformer: true).Should().BeSameAs(BenchmarkMethods.Vit);
         BenchmarkMethods.ParseList("demo", transformer: true).Should().BeSameAs(BenchmarkMethods.VitDemo);
@@ -85,7 +86,7 @@ public class VitBenchmarkTests
             s.Reason.Should().Contain(s.Spec);
         }
         ok.Select(m => m.Spec).Concat(skipped.Select(s => s.Spec)).Should().BeEquivalentTo(BenchmarkMethods.Vit.Select(m => m.Spec));
-        ok.Select(m => m.Spec).Should().Contain(new[] { "rollout", "raw-attention", "chefer", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam" });
+        ok.Select(m => m.Spec).Should().Contain(new[] { "rollout", "raw-attention", "chefer", "cp-lrp", "attn-lrp", "root", "gradient-x-input", "gradcam", "smoothgrad", "integrated-gradients", "occlusion" });
 
         var ablations = BenchmarkMethods.ResolveAblations(BenchmarkMethods.VitAblations, out var skippedAblations);
         ablations.Select(a => a.Label).Should().Contain(new[] { "root (default)", "root steps = 0", "root steps = 5", "root steps = 20", "root positive constraint off" });

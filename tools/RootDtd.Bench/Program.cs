@@ -226,10 +226,10 @@ double Time(string label, string what, Action run, Action? baseline = null)
     using var process = Process.GetCurrentProcess();
     for (var i = 0; i < options.Repeats; i++)
     {
-        var baselineMs = baseline is null ? double.NaN : Stopwatch(baseline);
+        var baselineMs = baseline is null ? double.NaN : ElapsedMs(baseline);
         process.Refresh();
         var cpu0 = process.TotalProcessorTime;
-        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var sw = Stopwatch.StartNew();
         run();
         times.Add(sw.Elapsed.TotalMilliseconds);
         process.Refresh();
@@ -242,9 +242,9 @@ double Time(string label, string what, Action run, Action? baseline = null)
     if (ratios.Count > 0) pairedRatios[what] = (Median(ratios), ratios.Min(), ratios.Max(), ratios.Count);
     return Median(times);
 
-    static double Stopwatch(Action action)
+    static double ElapsedMs(Action action)
     {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var watch = Stopwatch.StartNew();
         action();
         return watch.Elapsed.TotalMilliseconds;
     }

@@ -42,16 +42,16 @@ internal static class RootVariantParts
 
     /// <summary>
     /// The frame every variant shares: zero input relevance for a batch whose relevance is all zero (no fit), otherwise
-    /// <paramref name="inputRelevance"/> of the relevance in <paramref name="x"/>'s dtype, set to zero for the samples
-    /// whose own relevance is zero; all temporaries are disposed.
+    /// <paramref name="inputRelevance"/> (the variant's fit, which reads the relevance through <see cref="Solve"/>), set
+    /// to zero for the samples whose own relevance is zero; all temporaries are disposed.
     /// </summary>
-    internal static Tensor[] PropagateLiveSamples(RuleContext context, Tensor x, Func<Tensor, Tensor> inputRelevance)
+    internal static Tensor[] PropagateLiveSamples(RuleContext context, Tensor x, Func<Tensor> inputRelevance)
     {
         using var scope = torch.NewDisposeScope();
         var batch = x.shape[0];
         var relevance = context.Relevance.to(x.dtype);
         if (!relevance.ne(0).any().item<bool>()) return new[] { torch.zeros_like(x).MoveToOuterDisposeScope() };
-        var rIn = inputRelevance(relevance);
+        var rIn = inputRelevance();
         var live = relevance.reshape(batch, -1).ne(0).any(1).view(BatchView(x.dim(), batch));
         return new[] { torch.where(live, rIn, torch.zeros_like(x)).MoveToOuterDisposeScope() };
     }
@@ -116,7 +116,7 @@ public sealed class FitGatedRootRule : Rule
     {
         ArgumentNullException.ThrowIfNull(context);
         var x = context.Input;
-        return RootVariantParts.PropagateLiveSamples(context, x, _ =>
+        return RootVariantParts.PropagateLiveSamples(context, x, () =>
         {
             var (rootIn, residual, norm) = RootVariantParts.Solve(context, (unit, r) =>
             {
@@ -155,7 +155,7 @@ public sealed class ShapeFitRootRule : Rule
         ArgumentNullException.ThrowIfNull(context);
         var x = context.Input;
         var batch = x.shape[0];
-        return RootVariantParts.PropagateLiveSamples(context, x, _ => RootVariantParts.Solve(context, (unit, r) =>
+        return RootVariantParts.PropagateLiveSamples(context, x, () => RootVariantParts.Solve(context, (unit, r) =>
         {
             var atX = RootInferenceSolver.Solve(unit, x, r, context.Domain, context.Low, context.High, Options with { Steps = 0 });
             var c = RootVariantParts.ShapeFactor(atX.Contribution, r);
@@ -202,7 +202,7 @@ public sealed class ChannelRootRule : Rule
         ArgumentNullException.ThrowIfNull(context);
         using var detached = context.Input.detach();
         var x = detached;
-        return RootVariantParts.PropagateLiveSamples(context, x, _ =>
+        return RootVariantParts.PropagateLiveSamples(context, x, () =>
         {
             if (context.Domain == InputDomain.PixelBox && context.Low is not null && context.High is not null
                 && !(context.Low.le(0).all().item<bool>() && context.High.ge(0).all().item<bool>()))

@@ -86,6 +86,13 @@ public sealed record BenchmarkOptions
     /// </summary>
     public string? RandomLabelModelDescription { get; init; }
 
+    /// <summary>
+    /// How the report describes <see cref="Normalization"/>; <see langword="null"/> (the default) describes it itself.
+    /// Set when the options are rebuilt from a state file (<c>rootdtd merge</c>), which keeps the description but not a
+    /// mean image.
+    /// </summary>
+    public string? NormalizationDescription { get; init; }
+
     /// <summary>Seed of the random reference maps. Default 0.</summary>
     public int RandomSeed { get; init; }
 

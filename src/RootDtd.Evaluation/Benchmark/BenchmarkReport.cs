@@ -255,6 +255,20 @@ public static class BenchmarkReport
         return t;
     }
 
+    /// <summary>
+    /// How a report describes a normalisation: the mean image and channel order when it has one, else the per-channel
+    /// mean and std. Kept in the state file (<see cref="Sharding.BenchmarkSettings.NormalizationDescription"/>), because
+    /// the state keeps only the per-channel statistics of a mean image.
+    /// </summary>
+    internal static string DescribeNormalization(ImageNormalization normalization)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        return normalization.HasMeanImage
+            ? normalization.ToString()
+            : "mean " + string.Join("/", normalization.Mean.Select(v => v.ToString("g3", inv))) +
+              ", std " + string.Join("/", normalization.Std.Select(v => v.ToString("g3", inv)));
+    }
+
     /// <summary>The Markdown report.</summary>
     /// <param name="result">Result.</param>
     /// <param name="perturbationPng">Relative path of the perturbation plot, if any.</param>
@@ -271,9 +285,7 @@ public static class BenchmarkReport
         sb.Append(string.Create(inv, $"- samples: {result.Samples} ({result.Width}×{result.Height}); clean top-1 accuracy {result.CleanAccuracy:P1}\n"));
         if (o.DataDescription.Length > 0) sb.Append("- data: ").Append(o.DataDescription).Append('\n');
         foreach (var note in o.DataNotes) sb.Append("- data note: ").Append(note).Append('\n');
-        if (o.Normalization.HasMeanImage) sb.Append("- normalisation: ").Append(o.Normalization.ToString());
-        else sb.Append("- normalisation: mean ").Append(string.Join("/", o.Normalization.Mean.Select(v => v.ToString("g3", inv))))
-          .Append(", std ").Append(string.Join("/", o.Normalization.Std.Select(v => v.ToString("g3", inv))));
+        sb.Append("- normalisation: ").Append(o.NormalizationDescription ?? DescribeNormalization(o.Normalization));
         sb.Append("; explained class: the true label; perturbation baseline: ").Append(o.Perturbation.Baseline).Append('\n');
         sb.Append("- protocols: ").Append(o.Protocols).Append(string.Create(inv, $"; batch {o.BatchSize}; run time {result.Seconds:F0} s\n"));
         sb.Append("- every metric is computed the same way for every method by RootDtd.Evaluation; reference rows: a seeded uniform-noise map (`random`) and an all-zero map (`empty`; ties broken by pixel index)\n");

@@ -334,6 +334,13 @@ public sealed record BenchmarkSettings
     /// <summary>What the random-label model of the sanity checks was (<see cref="BenchmarkOptions.RandomLabelModelDescription"/>), when one was given.</summary>
     public string? RandomLabelModelDescription { get; init; }
 
+    /// <summary>
+    /// The report's description of the normalisation (a mean image is described by its size, channel order and channel
+    /// means, which <see cref="Mean"/> and <see cref="Std"/> alone cannot say); absent in states written before it was
+    /// stored: the report then describes <see cref="Mean"/> and <see cref="Std"/>.
+    /// </summary>
+    public string? NormalizationDescription { get; init; }
+
     /// <summary>The settings of <paramref name="options"/>.</summary>
     /// <param name="options">Options.</param>
     public static BenchmarkSettings Of(BenchmarkOptions options)
@@ -365,6 +372,7 @@ public sealed record BenchmarkSettings
             SanitySamples = options.SanitySamples,
             Sanity = options.Sanity,
             RandomLabelModelDescription = options.RandomLabelModel is null ? null : options.RandomLabelModelDescription,
+            NormalizationDescription = options.NormalizationDescription ?? BenchmarkReport.DescribeNormalization(options.Normalization),
         };
     }
 
@@ -387,5 +395,6 @@ public sealed record BenchmarkSettings
         SanitySamples = SanitySamples ?? new BenchmarkOptions().SanitySamples,
         Sanity = Sanity ?? new SanityCheckOptions(),
         RandomLabelModelDescription = RandomLabelModelDescription,
+        NormalizationDescription = NormalizationDescription,
     };
 }

@@ -69,6 +69,34 @@ public sealed class ShardMergeTests
     }
 
     [Fact]
+    public void A_merged_report_describes_a_mean_image_normalisation_as_the_run_did()
+    {
+        // the state keeps the per-channel statistics of a mean image only; the report line must still name the mean image
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 99, count: Batch);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            using var meanImage = torch.linspace(90, 140, 3 * 64 * 64).reshape(3, 64, 64);
+            var normalization = RootDtd.Imaging.ImageNormalization.FromMeanImage(meanImage, RootDtd.Models.ChannelOrder.Bgr);
+            var options = Options() with { Protocols = BenchmarkProtocols.Localization, Normalization = normalization, GallerySamples = 0 };
+            using var model = Model();
+            var shard = BenchmarkShard.Of(0, 1, Batch, Batch);
+            var state = BenchmarkRunState.FromJson(new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard).ToJson(), "shard 0");
+            var line = NormalisationLine(BenchmarkReport.ToMarkdown(BenchmarkResult.FromStates(new[] { state })));
+
+            line.Should().Be("- normalisation: " + normalization + "; explained class: the true label; perturbation baseline: NormalizedZero");
+            line.Should().Contain("BGR 0-255 minus a 64x64 mean image");
+
+            // a state written before the description was kept: the report falls back to the per-channel statistics
+            state.Settings = state.Settings with { NormalizationDescription = null };
+            NormalisationLine(BenchmarkReport.ToMarkdown(BenchmarkResult.FromStates(new[] { state }))).Should().StartWith("- normalisation: mean ");
+        }
+
+        static string NormalisationLine(string markdown) => markdown.Split('\n').Single(l => l.StartsWith("- normalisation: ", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Shards_are_whole_batches_that_cover_the_data_once()
     {
         foreach (var (total, batch, count) in new[] { (10, 3, 3), (7, 2, 5), (5, 8, 2), (100, 25, 4) })

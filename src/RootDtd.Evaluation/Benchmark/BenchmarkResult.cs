@@ -234,6 +234,8 @@ public sealed class BenchmarkResult
         {
             if (s.Fingerprint != ordered[0].Fingerprint)
                 throw new ArgumentException($"Shard {s.Shard.Index}/{s.Shard.Count} was run with other settings ({s.Fingerprint}) than shard {ordered[0].Shard.Index}/{ordered[0].Shard.Count} ({ordered[0].Fingerprint}).", nameof(states));
+            if (!ordered[0].Settings.SameNormalization(s.Settings))
+                throw new ArgumentException($"Shard {s.Shard.Index}/{s.Shard.Count} was run with the normalisation {s.Settings.NormalizationForMessages()}, shard {ordered[0].Shard.Index}/{ordered[0].Shard.Count} with {ordered[0].Settings.NormalizationForMessages()}.", nameof(states));
             if (!s.Complete) throw new ArgumentException($"Shard {s.Shard.Index}/{s.Shard.Count} is not finished (run it again with --resume).", nameof(states));
             if (s.Shard.Start != next)
                 throw new ArgumentException(s.Shard.Start > next

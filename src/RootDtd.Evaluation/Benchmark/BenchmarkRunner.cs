@@ -93,11 +93,13 @@ public sealed class BenchmarkRunner
         var fingerprint = Fingerprint(shard.Total);
         if (resume is not null && (resume.Fingerprint != fingerprint || resume.Shard != shard))
             throw new ArgumentException($"The state to resume was written by another run (shard {resume.Shard.Index}/{resume.Shard.Count}, {resume.Fingerprint}); this is shard {shard.Index}/{shard.Count}, {fingerprint}.", nameof(resume));
+        // a resumed state takes this run's settings (they describe what the rest of the rows are run with)
+        var settings = BenchmarkSettings.Of(_options);
+        if (resume is not null && !resume.Settings.SameNormalization(settings))
+            throw new ArgumentException($"The state to resume was made with the normalisation {resume.Settings.NormalizationForMessages()}, this run uses {settings.NormalizationForMessages()}: their batches cannot be combined (run without --resume, or with the state's normalisation).", nameof(resume));
         cancellationToken.ThrowIfCancellationRequested();
         var total = Stopwatch.StartNew();
         _model.eval();
-        // a resumed state takes this run's settings (they describe what the rest of the rows are run with)
-        var settings = BenchmarkSettings.Of(_options);
         var state = resume ?? new BenchmarkRunState { Fingerprint = fingerprint, Shard = shard, Settings = settings };
         state.Settings = settings;
         var previousSeconds = state.Seconds;

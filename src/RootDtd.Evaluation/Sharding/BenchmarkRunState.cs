@@ -341,6 +341,23 @@ public sealed record BenchmarkSettings
     /// </summary>
     public string? NormalizationDescription { get; init; }
 
+    /// <summary>
+    /// Whether batches made with <paramref name="other"/> can be combined with these as far as the normalisation goes:
+    /// the same per-channel mean and std and, where both states keep it, the same description (which tells a mean image
+    /// and its channel order apart). The run fingerprint does not cover the normalisation, and states written before
+    /// this check existed carry the same fingerprints, so it is checked on its own.
+    /// </summary>
+    /// <param name="other">Settings of another state (a shard, or this run's own settings on resume).</param>
+    public bool SameNormalization(BenchmarkSettings other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return Mean.SequenceEqual(other.Mean) && Std.SequenceEqual(other.Std)
+            && (NormalizationDescription is null || other.NormalizationDescription is null || NormalizationDescription == other.NormalizationDescription);
+    }
+
+    /// <summary>The normalisation as the report describes it (<see cref="NormalizationDescription"/>, else from <see cref="Mean"/> and <see cref="Std"/>), quoted, for messages.</summary>
+    public string NormalizationForMessages() => "'" + (NormalizationDescription ?? BenchmarkReport.DescribeNormalization(new ImageNormalization(Mean, Std))) + "'";
+
     /// <summary>The settings of <paramref name="options"/>.</summary>
     /// <param name="options">Options.</param>
     public static BenchmarkSettings Of(BenchmarkOptions options)

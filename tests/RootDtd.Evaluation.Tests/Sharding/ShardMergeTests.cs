@@ -97,6 +97,45 @@ public sealed class ShardMergeTests
     }
 
     [Fact]
+    public void Resuming_or_merging_refuses_batches_made_with_another_normalisation()
+    {
+        var (images, masks, labels) = SyntheticModels.GenerateSplit(seed: 99, count: 2 * Batch);
+        using (images)
+        using (masks)
+        using (labels)
+        {
+            using var meanImage = torch.full(3, 64, 64, 127.5);
+            var half = Options() with { Protocols = BenchmarkProtocols.Localization, Methods = new[] { BenchmarkMethod.Of("epsilon-plus-flat") }, GallerySamples = 0 };
+            // a mean image of 127.5 and its per-channel twin (mean 0.5, std 1/255): the same statistics in the state,
+            // told apart only by the description; and another std
+            var withMeanImage = half with { Normalization = RootDtd.Imaging.ImageNormalization.FromMeanImage(meanImage, RootDtd.Models.ChannelOrder.Rgb) };
+            var perChannelTwin = half with { Normalization = new RootDtd.Imaging.ImageNormalization([0.5f, 0.5f, 0.5f], [1f / 255f, 1f / 255f, 1f / 255f]) };
+            withMeanImage.Normalization.Mean.Should().Equal(perChannelTwin.Normalization.Mean);
+            withMeanImage.Normalization.Std.Should().Equal(perChannelTwin.Normalization.Std);
+            var otherStd = half with { Normalization = new RootDtd.Imaging.ImageNormalization([0.5f, 0.5f, 0.5f], [0.25f, 0.25f, 0.25f]) };
+
+            BenchmarkRunState Shard(BenchmarkOptions options, int index, BenchmarkRunState? resume = null)
+            {
+                using var model = Model();
+                var shard = BenchmarkShard.Of(index, 2, 2 * Batch, Batch);
+                using var x = images.narrow(0, shard.Start, shard.Length);
+                using var m = masks.narrow(0, shard.Start, shard.Length);
+                using var y = labels.narrow(0, shard.Start, shard.Length);
+                return BenchmarkRunState.FromJson(new BenchmarkRunner(model, options).RunShard(x, m, y, shard, resume).ToJson(), $"shard {index}");
+            }
+
+            var first = Shard(half, 0);
+            FluentActions.Invoking(() => Shard(otherStd, 0, first)).Should().Throw<ArgumentException>()
+                .WithMessage("*resume was made with the normalisation 'mean 0.5/0.5/0.5, std 0.5/0.5/0.5', this run uses 'mean 0.5/0.5/0.5, std 0.25/0.25/0.25'*");
+            FluentActions.Invoking(() => BenchmarkResult.FromStates(new[] { Shard(perChannelTwin, 0), Shard(withMeanImage, 1) })).Should().Throw<ArgumentException>()
+                .WithMessage("*Shard 1/2 was run with the normalisation 'RGB 0-255 minus a 64x64 mean image*, shard 0/2 with 'mean 0.5/0.5/0.5, std 0.00392/0.00392/0.00392'*");
+            FluentActions.Invoking(() => BenchmarkResult.FromStates(new[] { first, Shard(otherStd, 1) })).Should().Throw<ArgumentException>().WithMessage("*std 0.25/0.25/0.25*");
+            BenchmarkResult.FromStates(new[] { first, Shard(half, 1) }).Samples.Should().Be(2 * Batch, "shards made with the same normalisation still merge");
+            Shard(half, 0, first).Complete.Should().BeTrue("a state resumes under its own normalisation");
+        }
+    }
+
+    [Fact]
     public void Shards_are_whole_batches_that_cover_the_data_once()
     {
         foreach (var (total, batch, count) in new[] { (10, 3, 3), (7, 2, 5), (5, 8, 2), (100, 25, 4) })

@@ -34,6 +34,16 @@ public sealed class ShardMergeTests
         return model;
     }
 
+    /// <summary>One shard of the images, run on a fresh <see cref="Model"/> and read back through the state file format.</summary>
+    private static BenchmarkRunState RunShard(BenchmarkOptions options, BenchmarkShard shard, torch.Tensor images, torch.Tensor masks, torch.Tensor labels, BenchmarkRunState? resume = null)
+    {
+        using var model = Model();
+        using var x = images.narrow(0, shard.Start, shard.Length);
+        using var m = masks.narrow(0, shard.Start, shard.Length);
+        using var y = labels.narrow(0, shard.Start, shard.Length);
+        return BenchmarkRunState.FromJson(new BenchmarkRunner(model, options).RunShard(x, m, y, shard, resume).ToJson(), $"shard {shard.Index}");
+    }
+
     [Fact]
     public void Three_shards_merged_give_the_unsharded_report_exactly()
     {
@@ -50,12 +60,7 @@ public sealed class ShardMergeTests
             {
                 var shard = BenchmarkShard.Of(i, 3, Samples, Batch);
                 shard.Length.Should().Be(2);
-                using var model = Model();
-                using var x = images.narrow(0, shard.Start, shard.Length);
-                using var m = masks.narrow(0, shard.Start, shard.Length);
-                using var y = labels.narrow(0, shard.Start, shard.Length);
-                var state = new BenchmarkRunner(model, Options()).RunShard(x, m, y, shard);
-                states.Add(BenchmarkRunState.FromJson(state.ToJson(), $"shard {i}"));   // through the file format
+                states.Add(RunShard(Options(), shard, images, masks, labels));   // through the file format
             }
 
             var merged = BenchmarkResult.FromStates(states);
@@ -80,9 +85,7 @@ public sealed class ShardMergeTests
             using var meanImage = torch.linspace(90, 140, 3 * 64 * 64).reshape(3, 64, 64);
             var normalization = RootDtd.Imaging.ImageNormalization.FromMeanImage(meanImage, RootDtd.Models.ChannelOrder.Bgr);
             var options = Options() with { Protocols = BenchmarkProtocols.Localization, Normalization = normalization, GallerySamples = 0 };
-            using var model = Model();
-            var shard = BenchmarkShard.Of(0, 1, Batch, Batch);
-            var state = BenchmarkRunState.FromJson(new BenchmarkRunner(model, options).RunShard(images, masks, labels, shard).ToJson(), "shard 0");
+            var state = RunShard(options, BenchmarkShard.Of(0, 1, Batch, Batch), images, masks, labels);
             var line = NormalisationLine(BenchmarkReport.ToMarkdown(BenchmarkResult.FromStates(new[] { state })));
 
             line.Should().Be("- normalisation: " + normalization + "; explained class: the true label; perturbation baseline: NormalizedZero");
@@ -114,15 +117,8 @@ public sealed class ShardMergeTests
             withMeanImage.Normalization.Std.Should().Equal(perChannelTwin.Normalization.Std);
             var otherStd = half with { Normalization = new RootDtd.Imaging.ImageNormalization([0.5f, 0.5f, 0.5f], [0.25f, 0.25f, 0.25f]) };
 
-            BenchmarkRunState Shard(BenchmarkOptions options, int index, BenchmarkRunState? resume = null)
-            {
-                using var model = Model();
-                var shard = BenchmarkShard.Of(index, 2, 2 * Batch, Batch);
-                using var x = images.narrow(0, shard.Start, shard.Length);
-                using var m = masks.narrow(0, shard.Start, shard.Length);
-                using var y = labels.narrow(0, shard.Start, shard.Length);
-                return BenchmarkRunState.FromJson(new BenchmarkRunner(model, options).RunShard(x, m, y, shard, resume).ToJson(), $"shard {index}");
-            }
+            BenchmarkRunState Shard(BenchmarkOptions options, int index, BenchmarkRunState? resume = null) =>
+                RunShard(options, BenchmarkShard.Of(index, 2, 2 * Batch, Batch), images, masks, labels, resume);
 
             var first = Shard(half, 0);
             FluentActions.Invoking(() => Shard(otherStd, 0, first)).Should().Throw<ArgumentException>()
@@ -203,12 +199,7 @@ public sealed class ShardMergeTests
         using (labels)
         {
             var options = Options() with { Protocols = BenchmarkProtocols.Localization, Methods = new[] { BenchmarkMethod.Of("gradient") }, PgdSamples = null };
-            BenchmarkRunState Shard(int i, BenchmarkOptions o)
-            {
-                var shard = BenchmarkShard.Of(i, 2, 4, Batch);
-                using var model = Model();
-                return new BenchmarkRunner(model, o).RunShard(images.narrow(0, shard.Start, shard.Length), masks.narrow(0, shard.Start, shard.Length), labels.narrow(0, shard.Start, shard.Length), shard);
-            }
+            BenchmarkRunState Shard(int i, BenchmarkOptions o) => RunShard(o, BenchmarkShard.Of(i, 2, 4, Batch), images, masks, labels);
             var a = Shard(0, options);
             var b = Shard(1, options);
             FluentActions.Invoking(() => BenchmarkResult.FromStates(new[] { a })).Should().Throw<ArgumentException>().WithMessage("*Samples 2 … 3 are in no shard*");

@@ -21,7 +21,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 var seconds = 30.0;
-var modes = new[] { "operator", "scalar-mul", "explicit", "scalar-kept" };
+var modes = KnownModes();
 for (var i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
